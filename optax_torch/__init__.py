@@ -1,0 +1,69 @@
+"""optax_torch: composable gradient transformations (the optax design), native to PyTorch.
+
+An optimizer is a chain of small pure transformations over pytrees of tensors. The same chain
+runs functionally (``tx.update``; ``torch.func`` / ``torch.compile`` / differentiable), as a
+``torch.optim.Optimizer`` (:class:`TorchOptimizer`), and behind drop-in replacements for
+``torch.optim`` (:mod:`optax_torch.compat`).
+"""
+
+from optax_torch import tree
+from optax_torch.alias import adagrad, adam, adamw, amsgrad, nadam, nadamw, rmsprop, sgd
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Schedule,
+    Updates,
+    identity,
+    init_empty_state,
+    set_to_zero,
+    stateless,
+    stateless_with_tree_map,
+    with_extra_args_support,
+)
+from optax_torch.combine import PartitionState, chain, multi_transform, named_chain, partition
+from optax_torch.numerics import safe_increment
+from optax_torch.transforms import *  # noqa: F403
+from optax_torch.transforms import __all__ as _transforms_all
+from optax_torch.update import apply_updates, incremental_update, periodic_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "OptState",
+    "Params",
+    "PartitionState",
+    "ScalarOrSchedule",
+    "Schedule",
+    "Updates",
+    "adagrad",
+    "adam",
+    "adamw",
+    "amsgrad",
+    "apply_updates",
+    "chain",
+    "identity",
+    "incremental_update",
+    "init_empty_state",
+    "multi_transform",
+    "nadam",
+    "nadamw",
+    "named_chain",
+    "partition",
+    "periodic_update",
+    "rmsprop",
+    "safe_increment",
+    "set_to_zero",
+    "sgd",
+    "stateless",
+    "stateless_with_tree_map",
+    "tree",
+    "with_extra_args_support",
+    *_transforms_all,
+]

@@ -1,0 +1,195 @@
+"""Core types: gradient transformations, their states, and the simplest transforms.
+
+An optimizer is a value, a pair of pure functions (see ``shared/design.md`` §1)::
+
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+
+Pytrees are any ``torch.utils._pytree`` tree (nested dict / list / tuple / NamedTuple) of tensors.
+``None`` leaves (parameters without a gradient) pass through every transform unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+from optax_torch import tree as _tree
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "OptState",
+    "Params",
+    "PyTree",
+    "Schedule",
+    "ScalarOrSchedule",
+    "TransformInitFn",
+    "TransformUpdateExtraArgsFn",
+    "TransformUpdateFn",
+    "Updates",
+    "identity",
+    "init_empty_state",
+    "set_to_zero",
+    "stateless",
+    "stateless_with_tree_map",
+    "with_extra_args_support",
+]
+
+PyTree = Any
+Params = PyTree
+Updates = PyTree
+OptState = Any
+Numeric = float | int | torch.Tensor
+# A schedule maps an integer step-count tensor to a (0-d) tensor value.
+Schedule = Callable[[torch.Tensor], torch.Tensor]
+ScalarOrSchedule = float | torch.Tensor | Schedule
+
+
+class TransformInitFn(Protocol):
+    """``init(params) -> state``: a pure function building the initial state."""
+
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class TransformUpdateFn(Protocol):
+    """``update(updates, state, params=None) -> (updates, state)``: a pure function."""
+
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]: ...
+
+
+class TransformUpdateExtraArgsFn(Protocol):
+    """``update(updates, state, params=None, **extra_args) -> (updates, state)``."""
+
+    def __call__(
+        self,
+        updates: Updates,
+        state: OptState,
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pair of pure functions implementing a gradient transformation.
+
+    Attributes:
+      init: ``init(params) -> state``. Builds the initial optimizer state from an example of
+        the parameters. Never mutates ``params``.
+      update: ``update(updates, state, params=None) -> (new_updates, new_state)``. Transforms
+        a pytree of updates (usually gradients, same structure as ``params``) and returns the
+        new state. Never mutates its arguments: a step is a new value, so it can be compiled,
+        vmapped and differentiated.
+
+    Example::
+
+        >>> import torch, optax_torch as otx
+        >>> tx = otx.chain(otx.scale_by_adam(), otx.scale(-1e-3))
+        >>> params = {"w": torch.ones(3)}
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": torch.full((3,), 0.5)}, state, params)
+        >>> params = otx.apply_updates(params, updates)
+    """
+
+    init: TransformInitFn
+    update: TransformUpdateFn
+
+
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A :class:`GradientTransformation` whose ``update`` accepts extra keyword arguments.
+
+    Transforms that need more than the gradients (a loss ``value``, a random ``key``...)
+    receive them as ``update(updates, state, params, **extra_args)``. :func:`chain` always
+    returns this type and forwards extra arguments to the members that support them.
+    """
+
+    update: TransformUpdateExtraArgsFn  # type: ignore[assignment]
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transformation."""
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    """Init function for a transformation with an :class:`EmptyState`."""
+    del params
+    return EmptyState()
+
+
+def identity() -> GradientTransformation:
+    """Stateless transformation that returns the updates unchanged.
+
+    Not to be confused with :func:`set_to_zero`, which leaves *parameters* unchanged.
+    """
+
+    def update_fn(updates, state, params=None):
+        del params
+        return updates, state
+
+    return GradientTransformation(init_empty_state, update_fn)
+
+
+def set_to_zero() -> GradientTransformation:
+    """Stateless transformation that maps every update to zero (freezes parameters).
+
+    Useful with :func:`optax_torch.partition` or :func:`optax_torch.masked` to keep part of a
+    model fixed.
+    """
+
+    def update_fn(updates, state, params=None):
+        del params
+        return _tree.zeros_like(updates), state
+
+    return GradientTransformation(init_empty_state, update_fn)
+
+
+def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
+    """Builds a stateless transformation from ``f(updates, params) -> updates``.
+
+    Example::
+
+        >>> import optax_torch as otx
+        >>> negate = otx.stateless(lambda u, p: otx.tree.scale(-1.0, u))
+    """
+
+    def update_fn(updates, state, params=None):
+        del state
+        return f(updates, params), EmptyState()
+
+    return GradientTransformation(init_empty_state, update_fn)
+
+
+def stateless_with_tree_map(
+    f: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+) -> GradientTransformation:
+    """Builds a stateless transformation from a per-tensor ``f(update, param) -> update``.
+
+    ``f`` is mapped over the leaves (``param`` is ``None`` when ``params`` is not given). Prefer
+    :func:`stateless` with :mod:`optax_torch.tree` operations for speed: they run as multi-tensor
+    kernels instead of one Python call per leaf.
+    """
+
+    def update_fn(updates, state, params=None):
+        del state
+        if params is not None:
+            return _tree.map(f, updates, params), EmptyState()
+        return _tree.map(lambda u: f(u, None), updates), EmptyState()
+
+    return GradientTransformation(init_empty_state, update_fn)
+
+
+def with_extra_args_support(tx: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Wraps ``tx`` so that its ``update`` accepts (and ignores) extra keyword arguments."""
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        return tx.update(updates, state, params)
+
+    return GradientTransformationExtraArgs(tx.init, update)

@@ -1,0 +1,143 @@
+"""Composition of transformations: ``chain``, ``named_chain`` and ``partition``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple
+
+from optax_torch import tree
+from optax_torch.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    PyTree,
+    with_extra_args_support,
+)
+from optax_torch.transforms.masking import masked
+
+__all__ = ["PartitionState", "chain", "multi_transform", "named_chain", "partition"]
+
+
+def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Applies transformations in sequence; the state is the tuple of their states.
+
+    ``chain()`` is the identity, and ``chain`` is associative up to the nesting of states.
+    Extra keyword arguments given to ``update`` reach every member.
+
+    Example::
+
+        >>> tx = otx.chain(otx.clip_by_global_norm(1.0), otx.scale_by_adam(), otx.scale(-1e-3))
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(grads, state, params)
+    """
+    transforms = [with_extra_args_support(t) for t in args]
+
+    def init_fn(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transformations got a state of "
+                f"{type(state).__name__} with {len(state) if isinstance(state, tuple) else '?'} "
+                "entries: pass the state made by this chain's init"
+            )
+        new_state = []
+        for s, t in zip(state, transforms):
+            updates, s = t.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def named_chain(*args: tuple[str, GradientTransformation]) -> GradientTransformationExtraArgs:
+    """Like :func:`chain`, with a name for each member; the state is a dict keyed by the names.
+
+    Example::
+
+        >>> tx = otx.named_chain(("clip", otx.clip(1.0)), ("adam", otx.adam(1e-3)))
+        >>> state = tx.init(params); state["adam"]
+    """
+    names = [name for name, _ in args]
+    if len(names) != len(set(names)):
+        raise ValueError(f"named_chain needs unique names, got {names}")
+    transforms = [(name, with_extra_args_support(t)) for name, t in args]
+
+    def init_fn(params):
+        return {name: t.init(params) for name, t in transforms}
+
+    def update_fn(updates, state, params=None, **extra_args):
+        new_state = {}
+        for name, t in transforms:
+            updates, new_state[name] = t.update(updates, state[name], params, **extra_args)
+        return updates, new_state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class PartitionState(NamedTuple):
+    """State of :func:`partition`: one inner state per label."""
+
+    inner_states: dict[Hashable, OptState]
+
+
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: PyTree | Callable[[PyTree], PyTree],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Applies a different transformation to each labelled subset of the parameters.
+
+    Args:
+      transforms: label -> transformation.
+      param_labels: a tree of labels with the params' structure (or a prefix of it), or a
+        function ``params -> labels``.
+      mask_compatible_extra_args: also mask extra arguments shaped like the params.
+
+    Example (Adam on weights, SGD on biases)::
+
+        >>> labels = {"w": "adam", "b": "sgd"}
+        >>> tx = otx.partition({"adam": otx.adam(1e-3), "sgd": otx.sgd(1e-2)}, labels)
+    """
+    transforms = {k: with_extra_args_support(v) for k, v in transforms.items()}
+
+    def labels_for(t):
+        labels = param_labels(t) if callable(param_labels) else param_labels
+        return labels, tree.broadcast_prefix(labels, t)
+
+    def masked_for(labels, label):
+        import torch.utils._pytree as _py
+
+        flat, spec = _py.tree_flatten(labels)
+        mask = _py.tree_unflatten([x == label for x in flat], spec)
+        return masked(
+            transforms[label], mask, mask_compatible_extra_args=mask_compatible_extra_args
+        )
+
+    def init_fn(params):
+        labels, flat = labels_for(params)
+        unknown = {x for x in flat if x is not None} - set(transforms)
+        if unknown:
+            raise ValueError(
+                f"partition: labels {sorted(map(str, unknown))} have no transformation; "
+                f"transforms are keyed {sorted(map(str, transforms))}"
+            )
+        return PartitionState(
+            {label: masked_for(labels, label).init(params) for label in transforms}
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        labels, _ = labels_for(updates)
+        new_inner: dict[Hashable, Any] = {}
+        for label in transforms:
+            updates, new_inner[label] = masked_for(labels, label).update(
+                updates, state.inner_states[label], params, **extra_args
+            )
+        return updates, PartitionState(new_inner)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+multi_transform = partition

@@ -1,0 +1,83 @@
+"""Masking: apply a transformation to a subset of the parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from optax_torch import tree
+from optax_torch.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    PyTree,
+    with_extra_args_support,
+)
+
+__all__ = ["MaskedState", "masked"]
+
+
+class MaskedState(NamedTuple):
+    """State of :func:`masked`: the inner state, with ``None`` for masked-out parameters."""
+
+    inner_state: Any
+
+
+def _is_callable_mask(mask: Any) -> bool:
+    return callable(mask) and not isinstance(mask, bool)
+
+
+def _resolve(mask: PyTree | Callable[[PyTree], PyTree], like: PyTree) -> list[bool]:
+    m = mask(like) if _is_callable_mask(mask) else mask
+    flat = tree.broadcast_prefix(m, like)
+    return [bool(x) for x in flat]
+
+
+def _keep(t: PyTree, flags: list[bool]) -> PyTree:
+    leaves, spec = tree.flatten(t)
+    return tree.unflatten(spec, [x if f else None for x, f in zip(leaves, flags)])
+
+
+def masked(
+    inner: GradientTransformation,
+    mask: PyTree | Callable[[PyTree], PyTree],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Applies ``inner`` only where ``mask`` is ``True``; other updates pass through unchanged.
+
+    ``mask`` is a tree of booleans with the structure of the params (or a prefix of it, e.g.
+    ``{"encoder": False, "head": True}``), or a function ``params -> mask``. The mask must not
+    depend on tensor values. Masked-out leaves are given to ``inner`` as ``None`` (so ``inner``
+    keeps no state for them and global quantities such as norms ignore them).
+
+    Example (no weight decay on biases and norms)::
+
+        >>> decay = otx.masked(otx.add_decayed_weights(1e-2), lambda p: otx.tree.map(
+        ...     lambda x: x.ndim > 1, p))
+    """
+    inner = with_extra_args_support(inner)
+
+    def init_fn(params):
+        flags = _resolve(mask, params)
+        return MaskedState(inner_state=inner.init(_keep(params, flags)))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        flags = _resolve(mask, updates)
+        if mask_compatible_extra_args:
+            spec = tree.structure(updates)
+            extra_args = {
+                k: (_keep(v, flags) if tree.structure(v) == spec else v)
+                for k, v in extra_args.items()
+            }
+        new_masked, new_inner = inner.update(
+            _keep(updates, flags),
+            state.inner_state,
+            None if params is None else _keep(params, flags),
+            **extra_args,
+        )
+        new_leaves, spec = tree.flatten(new_masked)
+        old_leaves = tree.flatten(updates)[0]
+        merged = [n if f else o for n, o, f in zip(new_leaves, old_leaves, flags)]
+        return tree.unflatten(spec, merged), MaskedState(inner_state=new_inner)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)

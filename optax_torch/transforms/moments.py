@@ -1,0 +1,387 @@
+"""Adaptive scalings by moment estimates: Adam, AMSGrad, NAdam (torch form), RMS, stddev, RSS."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from optax_torch import numerics, tree
+from optax_torch.base import GradientTransformation, Updates
+
+__all__ = [
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByNadamState",
+    "ScaleByRStdDevState",
+    "ScaleByRStdDevWithCountState",
+    "ScaleByRmsState",
+    "ScaleByRmsWithCountState",
+    "ScaleByRssState",
+    "scale_by_adam",
+    "scale_by_amsgrad",
+    "scale_by_nadam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_stddev",
+]
+
+Num = float | torch.Tensor
+
+
+def _is_zero(x: Num) -> bool:
+    return not isinstance(x, torch.Tensor) and x == 0
+
+
+def _denominator(nu_hat: Updates, eps: Num, eps_root: Num) -> Updates:
+    """``sqrt(nu_hat + eps_root) + eps``."""
+    inner = nu_hat if _is_zero(eps_root) else tree.add_scalar(nu_hat, eps_root)
+    root = tree.sqrt(inner)
+    return root if _is_zero(eps) else tree.add_scalar(root, eps)
+
+
+class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`."""
+
+    count: torch.Tensor  # 0-d int32
+    mu: Updates
+    nu: Updates
+
+
+def scale_by_adam(
+    b1: Num = 0.9,
+    b2: Num = 0.999,
+    eps: Num = 1e-8,
+    eps_root: Num = 0.0,
+    mu_dtype: torch.dtype | None = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    r"""Rescales updates by Adam's bias-corrected moment estimates.
+
+    .. math::
+        m_k = \beta_1 m_{k-1} + (1-\beta_1) g_k,\quad v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2,\\
+        \hat m_k = m_k / (1-\beta_1^k),\quad \hat v_k = v_k / (1-\beta_2^k),\quad
+        u_k = \hat m_k / (\sqrt{\hat v_k + \epsilon_{root}} + \epsilon)
+
+    With ``nesterov=True``, :math:`\hat m_k = \beta_1 m_k/(1-\beta_1^{k+1}) + (1-\beta_1) g_k /
+    (1-\beta_1^k)` (NAdam as in optax, Dozat 2016 without the momentum schedule).
+
+    Args:
+      b1, b2: decay rates of the first and second moments.
+      eps: added to the denominator outside the square root.
+      eps_root: added inside the square root (useful when differentiating through the step).
+      mu_dtype: optional dtype of the first moment (e.g. ``torch.bfloat16`` to save memory).
+      nesterov: use Nesterov momentum.
+
+    Reference: Kingma & Ba, 2014, https://arxiv.org/abs/1412.6980
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_adam(), otx.scale_by_learning_rate(1e-3))
+    """
+
+    def init_fn(params):
+        return ScaleByAdamState(
+            count=numerics.zero_count(),
+            mu=tree.zeros_like(params, dtype=mu_dtype),
+            nu=tree.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count_inc = numerics.safe_increment(state.count)
+        if nesterov:
+            mu_hat = tree.add_scale(
+                tree.scale(b1, tree.bias_correction(mu, b1, numerics.safe_increment(count_inc))),
+                1 - b1,
+                tree.bias_correction(updates, b1, count_inc),
+            )
+        else:
+            mu_hat = tree.bias_correction(mu, b1, count_inc)
+        nu_hat = tree.bias_correction(nu, b2, count_inc)
+        updates = tree.div(mu_hat, _denominator(nu_hat, eps, eps_root))
+        mu = tree.cast(mu, mu_dtype)
+        nu = tree.cast_like(nu, state.nu)
+        return updates, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByAmsgradState(NamedTuple):
+    """State of :func:`scale_by_amsgrad`."""
+
+    count: torch.Tensor
+    mu: Updates
+    nu: Updates
+    nu_max: Updates
+
+
+def scale_by_amsgrad(
+    b1: Num = 0.9,
+    b2: Num = 0.999,
+    eps: Num = 1e-8,
+    eps_root: Num = 0.0,
+    mu_dtype: torch.dtype | None = None,
+    *,
+    debias_after_max: bool = False,
+) -> GradientTransformation:
+    r"""Rescales updates by AMSGrad: Adam with a running maximum of the second moment.
+
+    .. math::
+        \hat v^{max}_k = \max(\hat v^{max}_{k-1}, \hat v_k),\qquad
+        u_k = \hat m_k / (\sqrt{\hat v^{max}_k + \epsilon_{root}} + \epsilon)
+
+    Args:
+      b1, b2, eps, eps_root, mu_dtype: as in :func:`scale_by_adam`.
+      debias_after_max: *extension* (not in optax). ``False`` (optax): the maximum is over the
+        bias-corrected :math:`\hat v_k`. ``True`` (``torch.optim.Adam(amsgrad=True)``): the maximum
+        is over the raw :math:`v_k`, and the bias correction is applied to the maximum.
+
+    Reference: Reddi et al., 2018, https://openreview.net/forum?id=ryQu7f-RZ
+    """
+
+    def init_fn(params):
+        return ScaleByAmsgradState(
+            count=numerics.zero_count(),
+            mu=tree.zeros_like(params, dtype=mu_dtype),
+            nu=tree.zeros_like(params),
+            nu_max=tree.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count_inc = numerics.safe_increment(state.count)
+        mu_hat = tree.bias_correction(mu, b1, count_inc)
+        if debias_after_max:
+            nu_max = tree.maximum(state.nu_max, nu)
+            denom_src = tree.bias_correction(nu_max, b2, count_inc)
+        else:
+            nu_max = tree.maximum(state.nu_max, tree.bias_correction(nu, b2, count_inc))
+            denom_src = nu_max
+        updates = tree.div(mu_hat, _denominator(denom_src, eps, eps_root))
+        mu = tree.cast(mu, mu_dtype)
+        return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByNadamState(NamedTuple):
+    """State of :func:`scale_by_nadam`."""
+
+    count: torch.Tensor
+    mu_product: torch.Tensor  # 0-d float64: prod_{i<=k} mu_i
+    mu: Updates
+    nu: Updates
+
+
+def scale_by_nadam(
+    b1: Num = 0.9,
+    b2: Num = 0.999,
+    eps: Num = 1e-8,
+    momentum_decay: Num = 4e-3,
+) -> GradientTransformation:
+    r"""NAdam with Dozat's momentum schedule, the form of ``torch.optim.NAdam``.
+
+    .. math::
+        \mu_k = \beta_1 (1 - \tfrac12 \cdot 0.96^{k\psi}),\quad
+        u_k = \frac{(1-\mu_k)\, g_k}{1 - \prod_{i\le k}\mu_i}\,/\,d_k
+            + \frac{\mu_{k+1} m_k}{1 - \prod_{i\le k+1}\mu_i}\,/\,d_k,\quad
+        d_k = \sqrt{v_k / (1-\beta_2^k)} + \epsilon
+
+    with ``m, v`` Adam's raw moments and :math:`\psi` = ``momentum_decay``. :func:`scale_by_adam`
+    with ``nesterov=True`` is the simpler variant optax calls NAdam.
+
+    Reference: Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+    """
+
+    def init_fn(params):
+        return ScaleByNadamState(
+            count=numerics.zero_count(),
+            mu_product=torch.ones((), dtype=torch.float64),
+            mu=tree.zeros_like(params),
+            nu=tree.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        count_inc = numerics.safe_increment(state.count)
+        k = count_inc.to(torch.float64)
+        mu_k = b1 * (1.0 - 0.5 * 0.96 ** (k * momentum_decay))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((k + 1) * momentum_decay))
+        mu_product = state.mu_product * mu_k
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        denom = _denominator(tree.bias_correction(nu, b2, count_inc), eps, 0.0)
+        grad_coef = (1.0 - mu_k) / (1.0 - mu_product)
+        mom_coef = mu_next / (1.0 - mu_product * mu_next)
+        numer = tree.add_scale(tree.scale(grad_coef, updates), mom_coef, mu)
+        out = tree.div(numer, denom)
+        return out, ScaleByNadamState(count=count_inc, mu_product=mu_product, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms` (without bias correction)."""
+
+    nu: Updates
+
+
+class ScaleByRmsWithCountState(NamedTuple):
+    """State of :func:`scale_by_rms` with ``bias_correction=True``."""
+
+    count: torch.Tensor
+    nu: Updates
+
+
+def scale_by_rms(
+    decay: Num = 0.9,
+    eps: Num = 1e-8,
+    initial_scale: Num = 0.0,
+    eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    r"""Rescales updates by the root of an EMA of squared gradients (RMSProp).
+
+    .. math::
+        v_k = \text{decay}\, v_{k-1} + (1-\text{decay}) g_k^2,\qquad
+        u_k = g_k / \sqrt{v_k + \epsilon}\;\; \text{or}\;\; g_k / (\sqrt{v_k} + \epsilon)
+
+    Args:
+      decay: EMA decay of the squared gradients.
+      eps: stability term; inside the root if ``eps_in_sqrt`` (optax default), outside otherwise
+        (``torch.optim.RMSprop``).
+      initial_scale: initial value of :math:`v`.
+      bias_correction: divide :math:`v_k` by :math:`1-\text{decay}^k`.
+
+    Reference: Hinton, Lecture 6.5 of "Neural Networks for Machine Learning", 2012.
+    """
+
+    def init_fn(params):
+        nu = tree.full_like(params, initial_scale)
+        if bias_correction:
+            return ScaleByRmsWithCountState(count=numerics.zero_count(), nu=nu)
+        return ScaleByRmsState(nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        nu = tree.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        if bias_correction:
+            count_inc = numerics.safe_increment(state.count)
+            nu_hat = tree.bias_correction(nu, decay, count_inc)
+        else:
+            nu_hat = nu
+        denom = _denominator(nu_hat, 0.0, eps) if eps_in_sqrt else _denominator(nu_hat, eps, 0.0)
+        updates = tree.div(updates, denom)
+        if bias_correction:
+            return updates, ScaleByRmsWithCountState(count=count_inc, nu=nu)
+        return updates, ScaleByRmsState(nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByRStdDevState(NamedTuple):
+    """State of :func:`scale_by_stddev` (without bias correction)."""
+
+    mu: Updates
+    nu: Updates
+
+
+class ScaleByRStdDevWithCountState(NamedTuple):
+    """State of :func:`scale_by_stddev` with ``bias_correction=True``."""
+
+    count: torch.Tensor
+    mu: Updates
+    nu: Updates
+
+
+def scale_by_stddev(
+    decay: Num = 0.9,
+    eps: Num = 1e-8,
+    initial_scale: Num = 0.0,
+    eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    r"""Rescales updates by a centred RMS: the root of an EMA estimate of the variance.
+
+    .. math::
+        m_k = \text{lerp}(m_{k-1}, g_k, 1-\text{decay}),\;
+        v_k = \text{decay}\, v_{k-1} + (1-\text{decay}) g_k^2,\;
+        u_k = g_k / \sqrt{v_k - m_k^2 + \epsilon}
+
+    (``eps`` outside the root with ``eps_in_sqrt=False``: ``torch.optim.RMSprop(centered=True)``.)
+
+    Reference: Graves, 2013, https://arxiv.org/abs/1308.0850
+    """
+
+    def init_fn(params):
+        mu = tree.zeros_like(params)
+        nu = tree.full_like(params, initial_scale)
+        if bias_correction:
+            return ScaleByRStdDevWithCountState(count=numerics.zero_count(), mu=mu, nu=nu)
+        return ScaleByRStdDevState(mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = tree.update_moment(updates, state.mu, decay, 1)
+        nu = tree.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        if bias_correction:
+            count_inc = numerics.safe_increment(state.count)
+            mu_hat = tree.bias_correction(mu, decay, count_inc)
+            nu_hat = tree.bias_correction(nu, decay, count_inc)
+        else:
+            mu_hat, nu_hat = mu, nu
+        var = tree.sub(nu_hat, tree.mul(mu_hat, mu_hat))
+        denom = _denominator(var, 0.0, eps) if eps_in_sqrt else _denominator(var, eps, 0.0)
+        updates = tree.div(updates, denom)
+        if bias_correction:
+            return updates, ScaleByRStdDevWithCountState(count=count_inc, mu=mu, nu=nu)
+        return updates, ScaleByRStdDevState(mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`: the running sum of squared gradients."""
+
+    sum_of_squares: Updates
+
+
+def scale_by_rss(
+    initial_accumulator_value: Num = 0.1,
+    eps: Num = 1e-7,
+    *,
+    eps_in_sqrt: bool = True,
+) -> GradientTransformation:
+    r"""Rescales updates by the root of the sum of all squared gradients so far (Adagrad).
+
+    .. math::
+        s_k = s_{k-1} + g_k^2,\qquad u_k = g_k / \sqrt{s_k + \epsilon}
+
+    Args:
+      initial_accumulator_value: initial value of :math:`s` (must be >= 0).
+      eps: stability term (must be > 0 when the accumulator can be zero).
+      eps_in_sqrt: *extension* (not in optax). ``True`` (optax): :math:`\sqrt{s+\epsilon}`;
+        ``False`` (``torch.optim.Adagrad``): :math:`\sqrt{s}+\epsilon`.
+
+    Reference: Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html
+    """
+
+    def init_fn(params):
+        return ScaleByRssState(sum_of_squares=tree.full_like(params, initial_accumulator_value))
+
+    def update_fn(updates, state, params=None):
+        del params
+        sum_of_squares = tree.add(state.sum_of_squares, tree.mul(updates, updates))
+        if eps_in_sqrt:
+            denom = _denominator(sum_of_squares, 0.0, eps)
+        else:
+            denom = _denominator(sum_of_squares, eps, 0.0)
+        return tree.div(updates, denom), ScaleByRssState(sum_of_squares=sum_of_squares)
+
+    return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,90 @@
+"""Momentum (``trace``) and exponential moving averages (``ema``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from optax_torch import numerics, tree
+from optax_torch.base import GradientTransformation, Updates
+
+__all__ = ["EmaState", "TraceState", "ema", "trace"]
+
+
+class TraceState(NamedTuple):
+    """State of :func:`trace`: the momentum buffer."""
+
+    trace: Updates
+
+
+def trace(
+    decay: float | torch.Tensor,
+    nesterov: bool = False,
+    accumulator_dtype: torch.dtype | None = None,
+) -> GradientTransformation:
+    r"""Heavy-ball momentum.
+
+    .. math::
+        t_k = g_k + \text{decay}\, t_{k-1}, \qquad
+        u_k = t_k \;\; \text{or, with Nesterov,} \;\; u_k = g_k + \text{decay}\, t_k
+
+    This is ``torch.optim.SGD``'s momentum buffer with ``dampening=0``.
+
+    Args:
+      decay: the momentum coefficient.
+      nesterov: use Nesterov momentum.
+      accumulator_dtype: optional dtype of the buffer (``None``: the params' dtype).
+
+    Reference: Polyak, 1964; Sutskever et al., 2013 (Nesterov form).
+    """
+
+    def init_fn(params):
+        return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        new_trace = tree.add_scale(updates, decay, tree.cast_like(state.trace, updates))
+        out = tree.add_scale(updates, decay, new_trace) if nesterov else new_trace
+        return out, TraceState(trace=tree.cast(new_trace, accumulator_dtype))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class EmaState(NamedTuple):
+    """State of :func:`ema`: the step count and the moving average."""
+
+    count: torch.Tensor
+    ema: Any
+
+
+def ema(
+    decay: float | torch.Tensor,
+    debias: bool = True,
+    accumulator_dtype: torch.dtype | None = None,
+) -> GradientTransformation:
+    r"""Exponential moving average of the updates.
+
+    .. math::
+        e_k = \text{decay}\, e_{k-1} + (1 - \text{decay})\, g_k, \qquad
+        u_k = e_k / (1 - \text{decay}^k) \;\; (\text{with } \texttt{debias})
+
+    Args:
+      decay: the decay rate of the average.
+      debias: divide by ``1 - decay**k`` to remove the bias towards the zero initialisation.
+      accumulator_dtype: optional dtype of the average.
+    """
+
+    def init_fn(params):
+        return EmaState(
+            count=numerics.zero_count(), ema=tree.zeros_like(params, dtype=accumulator_dtype)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        new_ema = tree.update_moment(updates, state.ema, decay, order=1)
+        count_inc = numerics.safe_increment(state.count)
+        out = tree.bias_correction(new_ema, decay, count_inc) if debias else new_ema
+        return out, EmaState(count=count_inc, ema=tree.cast(new_ema, accumulator_dtype))
+
+    return GradientTransformation(init_fn, update_fn)

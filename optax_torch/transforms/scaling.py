@@ -1,0 +1,81 @@
+"""Scaling by a constant, a learning rate, or a schedule."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from optax_torch import numerics, tree
+from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule, Schedule
+
+__all__ = [
+    "ScaleByScheduleState",
+    "ScaleState",
+    "scale",
+    "scale_by_learning_rate",
+    "scale_by_schedule",
+]
+
+ScaleState = EmptyState
+
+
+class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule`: the number of steps taken so far."""
+
+    count: torch.Tensor  # 0-d int32
+
+
+def scale(step_size: float | torch.Tensor) -> GradientTransformation:
+    """Scales updates by a fixed ``step_size``: ``u <- step_size * u``.
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_adam(), otx.scale(-1e-3))
+    """
+
+    def init_fn(params):
+        del params
+        return ScaleState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return tree.scale(step_size, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
+    """Scales updates by ``step_size_fn(count)``, ``count`` being the number of previous updates.
+
+    Example::
+
+        >>> tx = otx.scale_by_schedule(otx.linear_schedule(1.0, 0.1, 100))
+    """
+
+    def init_fn(params):
+        del params
+        return ScaleByScheduleState(count=numerics.zero_count())
+
+    def update_fn(updates, state, params=None):
+        del params
+        step_size = step_size_fn(state.count)
+        updates = tree.scale(step_size, updates)
+        return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_learning_rate(
+    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+) -> GradientTransformation:
+    """Scales updates by ``-learning_rate`` (``+learning_rate`` if ``flip_sign=False``).
+
+    ``learning_rate`` is a number, a 0-d tensor, or a schedule ``count -> value``. The last link of
+    most optimizers: updates are *added* to parameters, so descent needs the minus sign.
+    """
+    m = -1 if flip_sign else 1
+    if callable(learning_rate):
+        lr_fn = learning_rate
+        return scale_by_schedule(lambda count: m * lr_fn(count))
+    return scale(m * learning_rate)

@@ -1,0 +1,49 @@
+"""Weight decay added to the updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from optax_torch import tree
+from optax_torch.base import EmptyState, GradientTransformation
+from optax_torch.transforms.masking import masked
+
+__all__ = ["AddDecayedWeightsState", "add_decayed_weights"]
+
+AddDecayedWeightsState = EmptyState
+
+
+def add_decayed_weights(
+    weight_decay: float | torch.Tensor = 0.0,
+    mask: Any | Callable[[Any], Any] | None = None,
+) -> GradientTransformation:
+    r"""Adds ``weight_decay * params`` to the updates: :math:`u \leftarrow u + \lambda\, p`.
+
+    Placed *before* an adaptive scaling this is L2 regularisation (``torch.optim.Adam``'s
+    ``weight_decay``); placed *after* it and before the learning rate it is decoupled weight
+    decay (AdamW, Loshchilov & Hutter, 2019).
+
+    Args:
+      weight_decay: the decay coefficient :math:`\lambda`.
+      mask: a tree of booleans (or a function ``params -> tree``) selecting the parameters to decay;
+        ``None`` decays all of them.
+    """
+
+    def init_fn(params):
+        del params
+        return AddDecayedWeightsState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "add_decayed_weights needs params: call update(updates, state, params)"
+            )
+        return tree.add_scale(updates, weight_decay, params), state
+
+    tx = GradientTransformation(init_fn, update_fn)
+    if mask is not None:
+        return masked(tx, mask)
+    return tx
