@@ -2,8 +2,8 @@
 
 Every function here takes and returns pytrees (nested dict / list / tuple / NamedTuple of tensors;
 any tree ``torch.utils._pytree`` understands). ``None`` leaves mark parameters without a gradient:
-wherever the *first* tree has ``None`` the result has ``None``, and the other trees' leaves there
-are ignored.
+an element-wise operation gives ``None`` wherever one of its input trees has ``None``; reductions
+skip ``None`` leaves.
 
 How leaves are computed (``shared/design.md`` §3):
 
@@ -308,46 +308,37 @@ def _backend() -> type[_Foreach] | type[_PerLeaf]:
     return _Foreach if _use_foreach() else _PerLeaf
 
 
-def _groups(xs: list[Any]) -> list[list[int]]:
-    """Indices of the non-None leaves of ``xs``, grouped by (device, dtype)."""
+def _groups(xs: list[Any], rest: Sequence[list[Any]] = ()) -> list[list[int]]:
+    """Indices of the leaves where no tree has ``None``, grouped by (device, dtype) of ``xs``."""
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, x in enumerate(xs):
-        if x is not None:
+        if x is not None and all(r[i] is not None for r in rest):
             groups.setdefault((x.device, x.dtype), []).append(i)
     return list(groups.values())
 
 
 def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] = ()) -> Tree:
-    """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` per (device, dtype) group of tree 0."""
+    """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` per (device, dtype) group of tree 0.
+
+    All trees must have the same structure. Where any tree has a ``None`` leaf the result is
+    ``None`` (a parameter without gradient has no update, and no new state).
+    """
     first, spec = flatten(trees[0])
     rest = [
         _flatten_as(spec, t, names[k + 1] if len(names) > k + 1 else f"tree #{k + 2}")
         for k, t in enumerate(trees[1:])
     ]
     backend = _backend()
-    groups = _groups(first)
+    groups = _groups(first, rest)
     n = len(first)
     if len(groups) == 1 and len(groups[0]) == n:  # common case: one dtype, no None
-        _check_not_none(rest, groups[0], names)
         return unflatten(spec, kernel(backend, first, *rest))
     out: list[Any] = [None] * n
     for idx in groups:
-        _check_not_none(rest, idx, names)
         args = [[xs[i] for i in idx] for xs in (first, *rest)]
         for i, r in zip(idx, kernel(backend, *args)):
             out[i] = r
     return unflatten(spec, out)
-
-
-def _check_not_none(rest: list[list[Any]], idx: list[int], names: Sequence[str]) -> None:
-    for k, xs in enumerate(rest):
-        for i in idx:
-            if xs[i] is None:
-                what = names[k + 1] if len(names) > k + 1 else f"tree #{k + 2}"
-                raise ValueError(
-                    f"{what} has a None leaf (at flat position {i}) where the first tree has a "
-                    "tensor"
-                )
 
 
 # --------------------------------------------------------------------------------------------

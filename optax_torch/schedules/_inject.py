@@ -1,0 +1,237 @@
+"""Injecting dynamically changing hyperparameters into gradient transformations."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import torch
+
+from optax_torch import numerics
+from optax_torch.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    with_extra_args_support,
+)
+
+__all__ = ["InjectHyperparamsState", "inject_hyperparams"]
+
+
+class InjectHyperparamsState(NamedTuple):
+    """The state of :func:`inject_hyperparams`: step count, hyperparameters and inner state.
+
+    Attributes:
+      count: 0-d ``int32`` CPU tensor, the number of updates done so far (saturating, it never
+        overflows). Schedules are evaluated at this count.
+      hyperparams: ``{name: tensor}``, the current value of every numeric hyperparameter
+        (scheduled ones hold the value used by the latest update, or the initial value after
+        ``init``). Replace an unscheduled entry between steps to change the next update.
+      inner_state: the state of the inner transformation.
+    """
+
+    count: torch.Tensor
+    hyperparams: dict[str, Any]
+    inner_state: OptState
+
+
+# States must load with ``torch.load(weights_only=True)``.
+torch.serialization.add_safe_globals([InjectHyperparamsState])
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor | numbers.Number):
+        return True
+    # numpy arrays (without importing numpy).
+    return hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def _to_hyperparam(value: Any, dtype: torch.dtype | None) -> Any:
+    """A numeric hyperparameter as a tensor.
+
+    Tensors are kept as they are (dtype, device, autograd history). Python / numpy floats become
+    0-d CPU tensors of ``dtype`` (float64 by default, an exact copy of a Python float); integers
+    become int64 tensors; anything else passes through unchanged.
+    """
+    if isinstance(value, torch.Tensor) or not _is_numeric(value):
+        return value
+    if isinstance(value, numbers.Integral):
+        return torch.tensor(int(value), dtype=torch.int64)
+    if isinstance(value, numbers.Real):
+        return torch.tensor(float(value), dtype=dtype or torch.float64)
+    tensor = torch.as_tensor(value)  # numpy array or complex number
+    if tensor.is_floating_point() and dtype is not None:
+        tensor = tensor.to(dtype)
+    return tensor
+
+
+def _schedule_value(value: Any, dtype: torch.dtype | None) -> Any:
+    """A schedule's output as a hyperparameter (cast to ``hyperparam_dtype`` if one was given)."""
+    if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            value = value.to(dtype)
+        return value
+    return _to_hyperparam(value, dtype)
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: torch.dtype | None = None,
+) -> Callable[..., GradientTransformationExtraArgs]:
+    """Wrapper that injects hyperparameters (constants or schedules) into a transformation's state.
+
+    This wrapper allows you to pass schedules (functions of the step count returning a numeric
+    value) instead of constants for hyperparameters, and keeps the value of every numeric
+    hyperparameter in the optimizer state as a tensor, where it can be read and changed between
+    steps. You may only schedule numeric hyperparameters (boolean flags cannot be scheduled).
+
+    On each ``update``, schedules are evaluated at the current step count, the inner
+    transformation is rebuilt by calling ``inner_factory`` with the current hyperparameter values
+    (tensors), and its ``update`` is applied. The inner factory must therefore accept tensors for
+    the hyperparameters that are not static.
+
+    For example, to use :func:`optax_torch.scale_by_adam` with a linear schedule for ``b1`` and a
+    constant ``b2``::
+
+      >>> import torch, optax_torch as otx
+      >>> from optax_torch.schedules import inject_hyperparams, linear_schedule
+      >>> b1_schedule = linear_schedule(0.1, 0.9, transition_steps=100)
+      >>> scheduled_adam = inject_hyperparams(otx.scale_by_adam)(b1=b1_schedule, b2=0.99)
+
+    You may change numeric hyperparameters that were not scheduled through the ``hyperparams``
+    dict of the :class:`InjectHyperparamsState`::
+
+      >>> params = {"w": torch.zeros(3)}
+      >>> state = scheduled_adam.init(params)
+      >>> updates, state = scheduled_adam.update({"w": torch.ones(3)}, state)
+      >>> state.hyperparams["b2"] = torch.tensor(0.95, dtype=torch.float64)
+      >>> updates, state = scheduled_adam.update(updates, state)  # uses b2 = 0.95
+
+    Overriding a scheduled hyperparameter has no effect (above, ``b1`` cannot be changed by hand).
+
+    Hyperparameter values (differences from optax):
+
+    * Python floats become 0-d **float64 CPU** tensors (exact copies; ``hyperparam_dtype``
+      overrides the dtype), not tensors of the parameters' dtype: 0-d tensors never promote the
+      leaves they scale, and the values equal ``torch.optim``'s Python-double arithmetic.
+    * Tensors passed by the caller are stored as given (dtype, device and autograd history kept,
+      not copied), even when ``hyperparam_dtype`` is set, like strongly typed arrays in optax.
+      This allows differentiating an update with respect to a hyperparameter.
+    * Python integers become int64 tensors; bools, static args and other values are passed to
+      ``inner_factory`` as they are and are not stored in the state.
+    * Schedule outputs are stored as returned (float64 tensors for the schedules of this
+      package), cast to ``hyperparam_dtype`` when it is given.
+    * Stateful schedules (optax's ``StatefulSchedule``) are not supported: a schedule is a
+      function of the step count only, so the state has no ``hyperparams_states`` field.
+
+    Args:
+      inner_factory: a function that returns the inner :class:`GradientTransformation` given
+        its hyperparameters.
+      static_args: a string or iterable of strings naming parameters of ``inner_factory`` that
+        are passed as they are (neither schedules nor tensors). All callables are treated as
+        schedules by default, so a hyperparameter that is a non-schedule callable must be listed
+        here. Defaults to ``()``.
+      hyperparam_dtype: optional dtype override for the float hyperparameters created from
+        Python numbers and from schedule outputs. Defaults to ``None`` (float64).
+
+    Returns:
+      A callable that returns a :class:`GradientTransformationExtraArgs`. It accepts the same
+      arguments as ``inner_factory`` (positional or keyword), except that schedules may be given
+      in place of numeric constants.
+
+    Raises:
+      ValueError: if ``static_args`` names a parameter ``inner_factory`` does not have.
+      TypeError: if the returned callable is given arguments ``inner_factory`` does not accept.
+    """
+    static_args = {static_args} if isinstance(static_args, str) else set(static_args)
+    inner_signature = inspect.signature(inner_factory)
+    parameters = inner_signature.parameters
+    factory_name = getattr(inner_factory, "__qualname__", repr(inner_factory))
+
+    if not static_args.issubset(parameters):
+        raise ValueError(
+            "`static_args` must specify a subset of `inner_factory`'s parameters. Given "
+            f"`static_args`: {static_args}. `inner_factory` parameters: {set(parameters)}"
+        )
+
+    @functools.wraps(inner_factory)
+    def wrapped_transform(*args: Any, **kwargs: Any) -> GradientTransformationExtraArgs:
+        try:
+            bound = inner_signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(
+                f"inject_hyperparams({factory_name}): {e}. Accepted arguments: "
+                f"{', '.join(parameters)}"
+            ) from None
+        bound.apply_defaults()
+
+        arguments: dict[str, Any] = {}
+        positional_only: list[str] = []
+        for name, value in bound.arguments.items():
+            kind = parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                if value:
+                    raise TypeError(
+                        f"inject_hyperparams({factory_name}): extra positional arguments "
+                        f"(*{name}) are not supported; pass hyperparameters by name"
+                    )
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)  # **kwargs entries are hyperparameters like the others
+            else:
+                if kind is inspect.Parameter.POSITIONAL_ONLY:
+                    positional_only.append(name)
+                arguments[name] = value
+
+        sched_hps: dict[str, Callable[[torch.Tensor], Any]] = {}
+        numeric_hps: dict[str, Any] = {}
+        other_hps: dict[str, Any] = {}
+        for name, value in arguments.items():
+            if name in static_args or isinstance(value, bool):
+                other_hps[name] = value
+            elif callable(value):
+                sched_hps[name] = value
+            elif _is_numeric(value):
+                numeric_hps[name] = value
+            else:
+                other_hps[name] = value
+
+        def build(hparams: dict[str, Any]) -> GradientTransformationExtraArgs:
+            values = {**other_hps, **hparams}
+            pos = [values.pop(name) for name in positional_only]
+            return with_extra_args_support(inner_factory(*pos, **values))
+
+        def init_fn(params):
+            count = numerics.zero_count()
+            hparams = {k: _to_hyperparam(v, hyperparam_dtype) for k, v in numeric_hps.items()}
+            hparams.update(
+                {k: _schedule_value(f(count), hyperparam_dtype) for k, f in sched_hps.items()}
+            )
+            return InjectHyperparamsState(
+                count=count, hyperparams=hparams, inner_state=build(hparams).init(params)
+            )
+
+        def update_fn(updates, state, params=None, **extra_args):
+            # A new dict: the caller's state is never modified. Values the caller set by hand
+            # (e.g. a Python float) are converted like the initial ones.
+            hparams = {k: _to_hyperparam(v, hyperparam_dtype) for k, v in state.hyperparams.items()}
+            hparams.update(
+                {k: _schedule_value(f(state.count), hyperparam_dtype) for k, f in sched_hps.items()}
+            )
+            updates, inner_state = build(hparams).update(
+                updates, state.inner_state, params, **extra_args
+            )
+            return updates, InjectHyperparamsState(
+                count=numerics.safe_increment(state.count),
+                hyperparams=hparams,
+                inner_state=inner_state,
+            )
+
+        return GradientTransformationExtraArgs(init_fn, update_fn)
+
+    return wrapped_transform
