@@ -26,6 +26,8 @@ from optax_torch.base import (
 )
 from optax_torch.combine import PartitionState, chain, multi_transform, named_chain, partition
 from optax_torch.numerics import safe_increment
+from optax_torch.schedules import *  # noqa: F403
+from optax_torch.schedules import __all__ as _schedules_all
 from optax_torch.transforms import *  # noqa: F403
 from optax_torch.transforms import __all__ as _transforms_all
 from optax_torch.update import apply_updates, incremental_update, periodic_update
@@ -66,4 +68,24 @@ __all__ = [
     "tree",
     "with_extra_args_support",
     *_transforms_all,
+    *_schedules_all,
 ]
+
+
+def _register_safe_states() -> None:
+    """Lets every optimizer state of this package load with ``torch.load(weights_only=True)``.
+
+    States are NamedTuples of tensors and plain containers; the weights-only unpickler accepts a
+    class only once it is allow-listed, which we do for our state classes (and nothing else).
+    """
+    import torch
+
+    classes = [EmptyState, PartitionState]
+    for name in (*_transforms_all, *_schedules_all):
+        obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
+            classes.append(obj)
+    torch.serialization.add_safe_globals(classes)
+
+
+_register_safe_states()

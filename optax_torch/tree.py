@@ -24,6 +24,8 @@ Names and signatures follow ``optax.tree``.
 from __future__ import annotations
 
 import builtins
+import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,8 +46,10 @@ __all__ = [
     "broadcast_prefix",
     "cast",
     "cast_like",
+    "debias_factor",
     "clip",
     "div",
+    "div_sqrt",
     "flatten",
     "full_like",
     "get",
@@ -171,45 +175,42 @@ class _Foreach:
     def maximum(xs, ys):
         return torch._foreach_maximum(xs, ys)
 
+    # Tensor scalars that stay tensors (accelerator-resident, or requiring grad: the multi-tensor
+    # kernels have no usable backward for a tensor scalar) take the per-tensor path.
+
     @staticmethod
     def mul_scalar(xs, s):
         s = _as_number(s)
         if isinstance(s, torch.Tensor):
-            return torch._foreach_mul(xs, s.to(xs[0].device))
+            return _PerLeaf.mul_scalar(xs, s)
         return torch._foreach_mul(xs, s)
 
     @staticmethod
     def add_scalar(xs, s):
         s = _as_number(s)
         if isinstance(s, torch.Tensor):
-            s = s.to(xs[0].device)
-            return [x + s for x in xs]
+            return _PerLeaf.add_scalar(xs, s)
         return torch._foreach_add(xs, s)
 
     @staticmethod
     def add_scaled(xs, s, ys):  # xs + s * ys
         s = _as_number(s)
         if isinstance(s, torch.Tensor):
-            return torch._foreach_add(xs, torch._foreach_mul(ys, s.to(xs[0].device)))
+            return _PerLeaf.add_scaled(xs, s, ys)
         return torch._foreach_add(xs, ys, alpha=s)
 
     @staticmethod
     def lerp(xs, ys, w):  # xs + w * (ys - xs)
         w = _as_number(w)
         if isinstance(w, torch.Tensor):
-            w = w.to(device=xs[0].device, dtype=xs[0].dtype)
+            return _PerLeaf.lerp(xs, ys, w)
         return torch._foreach_lerp(xs, ys, w)
 
     @staticmethod
     def decay_add_sq(ms, gs, decay):  # decay * ms + (1 - decay) * gs * gs
         decay = _as_number(decay)
         if isinstance(decay, torch.Tensor):
-            decay = decay.to(ms[0].device)
-            out = torch._foreach_mul(ms, decay)
-            sq = torch._foreach_mul(gs, gs)
-            torch._foreach_mul_(sq, 1 - decay)
-            torch._foreach_add_(out, sq)
-            return out
+            return _PerLeaf.decay_add_sq(ms, gs, decay)
         out = torch._foreach_mul(ms, decay)
         torch._foreach_addcmul_(out, gs, gs, value=1 - decay)
         return out
@@ -217,6 +218,25 @@ class _Foreach:
     @staticmethod
     def sqrt(xs):
         return torch._foreach_sqrt(xs)
+
+    @staticmethod
+    def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale):
+        # Two fresh buffers; every other step works in place on them (nobody else sees them).
+        scalars = [_as_number(v) for v in (eps, eps_root, divisor, x_scale)]
+        if any(isinstance(v, torch.Tensor) for v in scalars):  # device-resident hyperparameters
+            return _PerLeaf.div_sqrt(xs, ys, *scalars)
+        eps, eps_root, divisor, x_scale = scalars
+        if _is_zero(eps_root):
+            den = torch._foreach_sqrt(ys)
+        else:
+            den = torch._foreach_add(ys, eps_root)
+            torch._foreach_sqrt_(den)
+        # x * s / (sqrt(y) / d + e) == x / (sqrt(y) / (d * s) + e / s): the scale folds into den.
+        if not (_is_one(divisor) and _is_one(x_scale)):
+            torch._foreach_div_(den, divisor * x_scale)
+        if not _is_zero(eps):
+            torch._foreach_add_(den, eps / x_scale)
+        return torch._foreach_div(xs, den)
 
     @staticmethod
     def abs(xs):
@@ -238,6 +258,12 @@ class _Foreach:
     @staticmethod
     def norms(xs, ord):
         return list(torch._foreach_norm(xs, ord))
+
+
+def _s(s: Scalar, like: torch.Tensor) -> Scalar:
+    if isinstance(s, torch.Tensor) and s.dtype != like.dtype and like.is_floating_point():
+        return s.to(like.dtype)
+    return s
 
 
 class _PerLeaf:
@@ -263,29 +289,36 @@ class _PerLeaf:
     def maximum(xs, ys):
         return [torch.maximum(x, y) for x, y in zip(xs, ys)]
 
+    # Tensor scalars are cast to each leaf's dtype first (``_s``): a float64 0-d hyperparameter
+    # times a float32 0-d leaf must stay float32, as it does with a Python-number scalar.
+
     @staticmethod
     def mul_scalar(xs, s):
-        return [x * s for x in xs]
+        return [x * _s(s, x) for x in xs]
 
     @staticmethod
     def add_scalar(xs, s):
-        return [x + s for x in xs]
+        return [x + _s(s, x) for x in xs]
 
     @staticmethod
     def add_scaled(xs, s, ys):
-        return [x + s * y for x, y in zip(xs, ys)]
+        return [x + _s(s, x) * y for x, y in zip(xs, ys)]
 
     @staticmethod
     def lerp(xs, ys, w):
-        return [x + w * (y - x) for x, y in zip(xs, ys)]
+        return [x + _s(w, x) * (y - x) for x, y in zip(xs, ys)]
 
     @staticmethod
     def decay_add_sq(ms, gs, decay):
-        return [decay * m + (1 - decay) * (g * g) for m, g in zip(ms, gs)]
+        return [_s(decay, m) * m + (1 - _s(decay, m)) * (g * g) for m, g in zip(ms, gs)]
 
     @staticmethod
     def sqrt(xs):
         return [torch.sqrt(x) for x in xs]
+
+    @staticmethod
+    def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale):
+        return [x / (torch.sqrt(y + eps_root) / divisor + eps) * x_scale for x, y in zip(xs, ys)]
 
     @staticmethod
     def abs(xs):
@@ -308,36 +341,57 @@ def _backend() -> type[_Foreach] | type[_PerLeaf]:
     return _Foreach if _use_foreach() else _PerLeaf
 
 
-def _groups(xs: list[Any], rest: Sequence[list[Any]] = ()) -> list[list[int]]:
-    """Indices of the leaves where no tree has ``None``, grouped by (device, dtype) of ``xs``."""
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, x in enumerate(xs):
-        if x is not None and all(r[i] is not None for r in rest):
-            groups.setdefault((x.device, x.dtype), []).append(i)
-    return list(groups.values())
+def _has_none(xs: list[Any]) -> bool:
+    return any(builtins.map(operator.is_, xs, itertools.repeat(None)))
+
+
+def _groups(xs: list[Any]) -> list[list[int]]:
+    """Indices of the tensors ``xs`` (no ``None``) grouped by (device, dtype), computed in C++."""
+    if len(xs) <= 1:
+        return [list(range(len(xs)))] if xs else []
+    grouped = torch._C._group_tensors_by_device_and_dtype([xs], True)
+    return [list(idx) for _, idx in grouped.values()]
 
 
 def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] = ()) -> Tree:
-    """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` per (device, dtype) group of tree 0.
+    """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` on the leaves of the trees.
 
     All trees must have the same structure. Where any tree has a ``None`` leaf the result is
-    ``None`` (a parameter without gradient has no update, and no new state).
+    ``None`` (a parameter without gradient has no update, and no new state). In the multi-tensor
+    backend the kernel runs once per (device, dtype) group of tree 0.
     """
     first, spec = flatten(trees[0])
     rest = [
         _flatten_as(spec, t, names[k + 1] if len(names) > k + 1 else f"tree #{k + 2}")
         for k, t in enumerate(trees[1:])
     ]
-    backend = _backend()
-    groups = _groups(first, rest)
+    lists = [first, *rest]
     n = len(first)
-    if len(groups) == 1 and len(groups[0]) == n:  # common case: one dtype, no None
-        return unflatten(spec, kernel(backend, first, *rest))
+    valid: list[int] | None = None
+    if any(_has_none(xs) for xs in lists):
+        valid = [i for i in range(n) if all(xs[i] is not None for xs in lists)]
+        lists = [[xs[i] for i in valid] for xs in lists]
+    backend = _backend()
+    # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
+    # (device, dtype) only pays where fast fused kernels exist (accelerators).
+    if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
+        groups = None
+    else:
+        groups = _groups(lists[0])
+        if len(groups) == 1:
+            groups = None
+    if groups is None:
+        results = kernel(backend, *lists) if lists[0] else []
+    else:
+        results = [None] * len(lists[0])
+        for idx in groups:
+            for i, r in zip(idx, kernel(backend, *[[xs[i] for i in idx] for xs in lists])):
+                results[i] = r
+    if valid is None:
+        return unflatten(spec, results)
     out: list[Any] = [None] * n
-    for idx in groups:
-        args = [[xs[i] for i in idx] for xs in (first, *rest)]
-        for i, r in zip(idx, kernel(backend, *args)):
-            out[i] = r
+    for i, r in zip(valid, results):
+        out[i] = r
     return unflatten(spec, out)
 
 
@@ -410,6 +464,52 @@ def add_scale(tree_x: Tree, scalar: Scalar, tree_y: Tree) -> Tree:
     return _apply(
         lambda b, xs, ys: b.add_scaled(xs, scalar, ys), tree_x, tree_y, names=("tree_x", "tree_y")
     )
+
+
+def div_sqrt(
+    tree_x: Tree,
+    tree_y: Tree,
+    eps: Scalar = 0.0,
+    eps_root: Scalar = 0.0,
+    x_scale: Scalar = 1.0,
+    y_scale: Scalar = 1.0,
+) -> Tree:
+    r"""The ratio at the heart of adaptive methods, in two passes over memory:
+
+    .. math::
+        \frac{x_{scale}\, x}{\sqrt{y_{scale}\, y + \epsilon_{root}} + \epsilon}
+
+    e.g. Adam's :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with the bias corrections given as
+    the scales. Computed as ``sqrt(y + eps_root / y_scale) / sqrt(1 / y_scale) + eps``, then
+    ``x / that * x_scale`` (the order of operations of ``torch.optim.Adam``).
+    """
+    inv_sqrt_scale = _scalar_sqrt_inv(y_scale)
+
+    def kernel(b, xs, ys):
+        return b.div_sqrt(xs, ys, eps, _div_scalar(eps_root, y_scale), inv_sqrt_scale, x_scale)
+
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"))
+
+
+def _is_one(s: Scalar) -> bool:
+    return not isinstance(s, torch.Tensor) and s == 1
+
+
+def _is_zero(s: Scalar) -> bool:
+    return not isinstance(s, torch.Tensor) and s == 0
+
+
+def _scalar_sqrt_inv(s: Scalar) -> Scalar:
+    """``sqrt(1 / s)`` (the divisor that turns ``sqrt(y)`` into ``sqrt(s * y)``)."""
+    if isinstance(s, torch.Tensor):
+        return torch.sqrt(1 / s)
+    return (1 / s) ** 0.5 if s != 1 else 1
+
+
+def _div_scalar(a: Scalar, b: Scalar) -> Scalar:
+    if _is_zero(a):
+        return 0.0
+    return a / b
 
 
 def sqrt(tree: Tree) -> Tree:
@@ -506,7 +606,7 @@ def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -
         return torch.zeros(())
     backend = _backend()
     partial: list[torch.Tensor] = []
-    for idx in _groups(xs):
+    for idx in _groups(xs) if backend is _Foreach else [list(range(len(xs)))]:
         partial.extend(backend.norms([xs[i] for i in idx], ord))
     if ord == builtins.float("inf"):
         return _reduce_leaves(partial, "max")
@@ -556,6 +656,10 @@ def cast(tree: Tree, dtype: torch.dtype | None) -> Tree:
 
 def cast_like(tree: Tree, other_tree: Tree) -> Tree:
     """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``other_tree``."""
+    xs = leaves(tree)
+    os_ = leaves(other_tree)
+    if len(xs) == len(os_) and all(x.dtype == o.dtype for x, o in zip(xs, os_)):
+        return tree
     return map(lambda x, o: x if o is None else x.to(o.dtype), tree, other_tree)
 
 
@@ -574,12 +678,15 @@ def bias_correction(moment: Tree, decay: Scalar, count: torch.Tensor) -> Tree:
     The correction factor is computed in float64 (like ``torch.optim``, which computes it in Python
     floats), then applied to each leaf in the leaf's dtype.
     """
+    return scale(debias_factor(decay, count), moment)
+
+
+def debias_factor(decay: Scalar, count: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 - decay ** count)`` as a 0-d float64 tensor on ``count``'s device."""
     count = torch.as_tensor(count)
     c = count.to(_scalar_dtype(count.device))
     d = decay.to(c) if isinstance(decay, torch.Tensor) else decay
-    correction = 1 - d**c
-    inv = 1 / correction
-    return scale(inv, moment)
+    return 1 / (1 - d**c)
 
 
 def _cast_to(xs: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:

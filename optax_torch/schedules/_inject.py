@@ -38,10 +38,6 @@ class InjectHyperparamsState(NamedTuple):
     inner_state: OptState
 
 
-# States must load with ``torch.load(weights_only=True)``.
-torch.serialization.add_safe_globals([InjectHyperparamsState])
-
-
 def _is_numeric(value: Any) -> bool:
     if isinstance(value, bool):
         return False

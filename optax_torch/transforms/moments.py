@@ -29,17 +29,6 @@ __all__ = [
 Num = float | torch.Tensor
 
 
-def _is_zero(x: Num) -> bool:
-    return not isinstance(x, torch.Tensor) and x == 0
-
-
-def _denominator(nu_hat: Updates, eps: Num, eps_root: Num) -> Updates:
-    """``sqrt(nu_hat + eps_root) + eps``."""
-    inner = nu_hat if _is_zero(eps_root) else tree.add_scalar(nu_hat, eps_root)
-    root = tree.sqrt(inner)
-    return root if _is_zero(eps) else tree.add_scalar(root, eps)
-
-
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`."""
 
@@ -93,16 +82,17 @@ def scale_by_adam(
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
+        nu_scale = tree.debias_factor(b2, count_inc)
         if nesterov:
             mu_hat = tree.add_scale(
                 tree.scale(b1, tree.bias_correction(mu, b1, numerics.safe_increment(count_inc))),
                 1 - b1,
                 tree.bias_correction(updates, b1, count_inc),
             )
+            updates = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale)
         else:
-            mu_hat = tree.bias_correction(mu, b1, count_inc)
-        nu_hat = tree.bias_correction(nu, b2, count_inc)
-        updates = tree.div(mu_hat, _denominator(nu_hat, eps, eps_root))
+            mu_scale = tree.debias_factor(b1, count_inc)
+            updates = tree.div_sqrt(mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
         mu = tree.cast(mu, mu_dtype)
         nu = tree.cast_like(nu, state.nu)
         return updates, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
@@ -156,14 +146,14 @@ def scale_by_amsgrad(
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
-        mu_hat = tree.bias_correction(mu, b1, count_inc)
+        mu_scale = tree.debias_factor(b1, count_inc)
         if debias_after_max:
             nu_max = tree.maximum(state.nu_max, nu)
-            denom_src = tree.bias_correction(nu_max, b2, count_inc)
+            nu_scale = tree.debias_factor(b2, count_inc)
         else:
             nu_max = tree.maximum(state.nu_max, tree.bias_correction(nu, b2, count_inc))
-            denom_src = nu_max
-        updates = tree.div(mu_hat, _denominator(denom_src, eps, eps_root))
+            nu_scale = 1.0
+        updates = tree.div_sqrt(mu, nu_max, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
         mu = tree.cast(mu, mu_dtype)
         return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)
 
@@ -216,11 +206,10 @@ def scale_by_nadam(
         mu_product = state.mu_product * mu_k
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-        denom = _denominator(tree.bias_correction(nu, b2, count_inc), eps, 0.0)
         grad_coef = (1.0 - mu_k) / (1.0 - mu_product)
         mom_coef = mu_next / (1.0 - mu_product * mu_next)
         numer = tree.add_scale(tree.scale(grad_coef, updates), mom_coef, mu)
-        out = tree.div(numer, denom)
+        out = tree.div_sqrt(numer, nu, eps, y_scale=tree.debias_factor(b2, count_inc))
         return out, ScaleByNadamState(count=count_inc, mu_product=mu_product, mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)
@@ -271,13 +260,12 @@ def scale_by_rms(
     def update_fn(updates, state, params=None):
         del params
         nu = tree.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        nu_scale: Num = 1.0
         if bias_correction:
             count_inc = numerics.safe_increment(state.count)
-            nu_hat = tree.bias_correction(nu, decay, count_inc)
-        else:
-            nu_hat = nu
-        denom = _denominator(nu_hat, 0.0, eps) if eps_in_sqrt else _denominator(nu_hat, eps, 0.0)
-        updates = tree.div(updates, denom)
+            nu_scale = tree.debias_factor(decay, count_inc)
+        outer, inner = (0.0, eps) if eps_in_sqrt else (eps, 0.0)
+        updates = tree.div_sqrt(updates, nu, outer, inner, y_scale=nu_scale)
         if bias_correction:
             return updates, ScaleByRmsWithCountState(count=count_inc, nu=nu)
         return updates, ScaleByRmsState(nu=nu)
@@ -337,8 +325,8 @@ def scale_by_stddev(
         else:
             mu_hat, nu_hat = mu, nu
         var = tree.sub(nu_hat, tree.mul(mu_hat, mu_hat))
-        denom = _denominator(var, 0.0, eps) if eps_in_sqrt else _denominator(var, eps, 0.0)
-        updates = tree.div(updates, denom)
+        outer, inner = (0.0, eps) if eps_in_sqrt else (eps, 0.0)
+        updates = tree.div_sqrt(updates, var, outer, inner)
         if bias_correction:
             return updates, ScaleByRStdDevWithCountState(count=count_inc, mu=mu, nu=nu)
         return updates, ScaleByRStdDevState(mu=mu, nu=nu)
@@ -378,10 +366,8 @@ def scale_by_rss(
     def update_fn(updates, state, params=None):
         del params
         sum_of_squares = tree.add(state.sum_of_squares, tree.mul(updates, updates))
-        if eps_in_sqrt:
-            denom = _denominator(sum_of_squares, 0.0, eps)
-        else:
-            denom = _denominator(sum_of_squares, eps, 0.0)
-        return tree.div(updates, denom), ScaleByRssState(sum_of_squares=sum_of_squares)
+        outer, inner = (0.0, eps) if eps_in_sqrt else (eps, 0.0)
+        updates = tree.div_sqrt(updates, sum_of_squares, outer, inner)
+        return updates, ScaleByRssState(sum_of_squares=sum_of_squares)
 
     return GradientTransformation(init_fn, update_fn)
