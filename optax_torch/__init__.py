@@ -6,6 +6,8 @@ runs functionally (``tx.update``; ``torch.func`` / ``torch.compile`` / different
 ``torch.optim`` (:mod:`optax_torch.compat`).
 """
 
+from optax_torch import schedules as _schedules
+from optax_torch import transforms as _transforms
 from optax_torch import tree
 from optax_torch.alias import adagrad, adam, adamw, amsgrad, nadam, nadamw, rmsprop, sgd
 from optax_torch.base import (
@@ -67,9 +69,9 @@ __all__ = [
     "stateless_with_tree_map",
     "tree",
     "with_extra_args_support",
-    *_transforms_all,
-    *_schedules_all,
 ]
+__all__ += _transforms.__all__
+__all__ += _schedules.__all__
 
 
 def _register_safe_states() -> None:

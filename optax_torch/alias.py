@@ -161,14 +161,8 @@ def rmsprop(
     optax, momentum accumulates the *learning-rate-scaled* step (``torch.optim.RMSprop`` scales
     after the momentum; the two agree for a constant learning rate).
     """
-    kw = dict(
-        decay=decay,
-        eps=eps,
-        initial_scale=initial_scale,
-        eps_in_sqrt=eps_in_sqrt,
-        bias_correction=bias_correction,
-    )
-    scaling = T.scale_by_stddev(**kw) if centered else T.scale_by_rms(**kw)
+    make = T.scale_by_stddev if centered else T.scale_by_rms
+    scaling = make(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
     return chain(
         scaling,
         T.scale_by_learning_rate(learning_rate),

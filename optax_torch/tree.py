@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 
+_pytree: Any
 try:  # optree-backed pytrees: ~6x faster flatten/unflatten than the pure-Python implementation.
     import torch.utils._cxx_pytree as _pytree
 except ImportError:  # pragma: no cover - optree is a declared dependency
-    import torch.utils._pytree as _pytree  # type: ignore[no-redef]
+    import torch.utils._pytree as _pytree
 
 __all__ = [
     "abs",
@@ -248,11 +249,15 @@ class _Foreach:
 
     @staticmethod
     def clamp(xs, lo, hi):
+        lo = None if lo is None else _as_number(lo)
+        hi = None if hi is None else _as_number(hi)
+        if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+            return _PerLeaf.clamp(xs, lo, hi)
         out = xs
         if lo is not None:
-            out = torch._foreach_clamp_min(out, _as_number(lo))
+            out = torch._foreach_clamp_min(out, lo)
         if hi is not None:
-            out = torch._foreach_clamp_max(out, _as_number(hi))
+            out = torch._foreach_clamp_max(out, hi)
         return out if out is not xs else list(xs)
 
     @staticmethod
@@ -530,7 +535,8 @@ def clip(tree: Tree, min_value: Scalar | None = None, max_value: Scalar | None =
 def where(condition: Tree | torch.Tensor | bool, tree_x: Tree, tree_y: Tree) -> Tree:
     """Leafwise ``x if condition else y``; ``condition`` is a tree like ``tree_x`` or one scalar."""
     if isinstance(condition, bool | torch.Tensor):
-        return map(lambda x, y: torch.where(condition, x, y), tree_x, tree_y)
+        cond = torch.as_tensor(condition)
+        return map(lambda x, y: torch.where(cond, x, y), tree_x, tree_y)
     return map(lambda x, y, c: torch.where(c, x, y), tree_x, tree_y, condition)
 
 
@@ -743,7 +749,7 @@ def update_infinity_moment(updates: Tree, moments: Tree, decay: Scalar, eps: Sca
 def _named_items(node: Any, path: tuple = ()):
     """Yields ``(path, key, value)`` for every NamedTuple field and dict entry, depth first."""
     if isinstance(node, tuple) and hasattr(node, "_fields"):
-        for k in node._fields:
+        for k in node._fields:  # type: ignore[attr-defined]
             v = getattr(node, k)
             yield path, k, v
             yield from _named_items(v, (*path, k))
@@ -786,7 +792,7 @@ def set(tree: Tree, /, **values: Any) -> Tree:
             return type(node)(
                 **{
                     k: (values[k] if k in values else rebuild(getattr(node, k)))
-                    for k in node._fields
+                    for k in node._fields  # type: ignore[attr-defined]
                 }
             )
         if isinstance(node, dict):
