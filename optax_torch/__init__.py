@@ -33,6 +33,7 @@ from optax_torch.schedules import __all__ as _schedules_all
 from optax_torch.transforms import *  # noqa: F403
 from optax_torch.transforms import __all__ as _transforms_all
 from optax_torch.update import apply_updates, incremental_update, periodic_update
+from optax_torch.wrappers import TorchOptimizer
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "PartitionState",
     "ScalarOrSchedule",
     "Schedule",
+    "TorchOptimizer",
     "Updates",
     "adagrad",
     "adam",
