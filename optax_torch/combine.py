@@ -18,11 +18,32 @@ from optax_torch.transforms.masking import masked
 __all__ = ["PartitionState", "chain", "multi_transform", "named_chain", "partition"]
 
 
+def _has_none(updates: PyTree) -> bool:
+    return any(x is None for x in tree.flatten(updates)[0])
+
+
+def _carry_over(new_state: OptState, old_state: OptState) -> OptState:
+    """``new_state`` with each ``None`` leaf replaced by the old leaf at that position.
+
+    A parameter whose gradient is ``None`` gets no update and no new state from the tree ops;
+    its state is carried over unchanged (``torch.optim`` skips such parameters the same way).
+    """
+    new_leaves, spec = tree.flatten(new_state)
+    old_leaves, old_spec = tree.flatten(old_state)
+    if old_spec != spec:
+        return new_state
+    merged = [o if n is None else n for n, o in zip(new_leaves, old_leaves)]
+    return tree.unflatten(spec, merged)
+
+
 def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
     """Applies transformations in sequence; the state is the tuple of their states.
 
     ``chain()`` is the identity, and ``chain`` is associative up to the nesting of states.
-    Extra keyword arguments given to ``update`` reach every member.
+    Extra keyword arguments given to ``update`` reach every member. Where a gradient is ``None``
+    (a parameter without gradient this step) the update is ``None`` and that parameter's state is
+    carried over unchanged, so it resumes where it stopped when its gradient comes back (step
+    counts are shared by the whole tree, so they advance meanwhile).
 
     Example::
 
@@ -42,10 +63,11 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
                 f"{type(state).__name__} with {len(state) if isinstance(state, tuple) else '?'} "
                 "entries: pass the state made by this chain's init"
             )
+        carry = _has_none(updates)
         new_state = []
         for s, t in zip(state, transforms):
-            updates, s = t.update(updates, s, params, **extra_args)
-            new_state.append(s)
+            updates, new_s = t.update(updates, s, params, **extra_args)
+            new_state.append(_carry_over(new_s, s) if carry else new_s)
         return updates, tuple(new_state)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -68,9 +90,11 @@ def named_chain(*args: tuple[str, GradientTransformation]) -> GradientTransforma
         return {name: t.init(params) for name, t in transforms}
 
     def update_fn(updates, state, params=None, **extra_args):
+        carry = _has_none(updates)
         new_state = {}
         for name, t in transforms:
-            updates, new_state[name] = t.update(updates, state[name], params, **extra_args)
+            updates, new_s = t.update(updates, state[name], params, **extra_args)
+            new_state[name] = _carry_over(new_s, state[name]) if carry else new_s
         return updates, new_state
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -130,11 +154,12 @@ def partition(
 
     def update_fn(updates, state, params=None, **extra_args):
         labels, _ = labels_for(updates)
+        carry = _has_none(updates)
         new_inner: dict[Hashable, Any] = {}
         for label in transforms:
-            updates, new_inner[label] = masked_for(labels, label).update(
-                updates, state.inner_states[label], params, **extra_args
-            )
+            old = state.inner_states[label]
+            updates, new_s = masked_for(labels, label).update(updates, old, params, **extra_args)
+            new_inner[label] = _carry_over(new_s, old) if carry else new_s
         return updates, PartitionState(new_inner)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)

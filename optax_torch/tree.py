@@ -323,7 +323,10 @@ class _PerLeaf:
 
     @staticmethod
     def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale):
-        return [x / (torch.sqrt(y + eps_root) / divisor + eps) * x_scale for x, y in zip(xs, ys)]
+        return [
+            x / (torch.sqrt(y + _s(eps_root, y)) / _s(divisor, y) + _s(eps, y)) * _s(x_scale, x)
+            for x, y in zip(xs, ys)
+        ]
 
     @staticmethod
     def abs(xs):
@@ -335,7 +338,12 @@ class _PerLeaf:
 
     @staticmethod
     def clamp(xs, lo, hi):
-        return [torch.clamp(x, lo, hi) for x in xs]
+        if lo is None and hi is None:
+            return list(xs)
+        return [
+            torch.clamp(x, None if lo is None else _s(lo, x), None if hi is None else _s(hi, x))
+            for x in xs
+        ]
 
     @staticmethod
     def norms(xs, ord):
@@ -344,6 +352,11 @@ class _PerLeaf:
 
 def _backend() -> type[_Foreach] | type[_PerLeaf]:
     return _Foreach if _use_foreach() else _PerLeaf
+
+
+def _any_requires_grad(lists: list[list[Any]]) -> bool:
+    get = operator.attrgetter("requires_grad")
+    return any(any(builtins.map(get, xs)) for xs in lists)
 
 
 def _has_none(xs: list[Any]) -> bool:
@@ -377,6 +390,8 @@ def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] 
         valid = [i for i in range(n) if all(xs[i] is not None for xs in lists)]
         lists = [[xs[i] for i in valid] for xs in lists]
     backend = _backend()
+    if backend is _Foreach and torch.is_grad_enabled() and _any_requires_grad(lists):
+        backend = _PerLeaf  # recorded for autograd: pure per-tensor ops, no in-place temporaries
     # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
     if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
@@ -560,13 +575,12 @@ def _reduce_leaves(partials: list[torch.Tensor], how: str) -> torch.Tensor:
 
 def vdot(tree_x: Tree, tree_y: Tree) -> torch.Tensor:
     """``sum_i <x_i, y_i>`` over all leaves, as a 0-d tensor."""
-    xs = leaves(tree_x)
-    ys = leaves(tree_y)
-    if len(xs) != len(ys):
-        raise ValueError("vdot: trees have different numbers of leaves")
-    if not xs:
+    fx, spec = flatten(tree_x)
+    fy = _flatten_as(spec, tree_y, "tree_y")
+    pairs = [(x, y) for x, y in zip(fx, fy) if x is not None and y is not None]
+    if not pairs:
         return torch.zeros(())
-    return _reduce_leaves([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)], "sum")
+    return _reduce_leaves([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in pairs], "sum")
 
 
 def sum(tree: Tree) -> torch.Tensor:
@@ -608,6 +622,8 @@ def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -
     if squared and ord != 2:
         raise ValueError("norm: squared=True requires ord=2")
     xs = leaves(tree)
+    if ord == builtins.float("inf"):
+        xs = [x for x in xs if x.numel()]
     if not xs:
         return torch.zeros(())
     backend = _backend()
@@ -649,7 +665,12 @@ def ones_like(tree: Tree, dtype: torch.dtype | None = None) -> Tree:
 def full_like(tree: Tree, fill_value: Scalar, dtype: torch.dtype | None = None) -> Tree:
     """A tree filled with ``fill_value``, shaped like ``tree``."""
     if isinstance(fill_value, torch.Tensor):
-        return map(lambda x: torch.zeros_like(x, dtype=dtype) + fill_value, tree)
+
+        def fill(x: torch.Tensor) -> torch.Tensor:
+            out = torch.empty_like(x, dtype=dtype)
+            return out.copy_(fill_value.to(out.dtype).expand_as(out))
+
+        return map(fill, tree)
     return map(lambda x: torch.full_like(x, fill_value, dtype=dtype), tree)
 
 

@@ -23,8 +23,15 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
 
     def kernel(b, us, ps):
-        us = [u if u.dtype == p.dtype else u.to(p.dtype) for u, p in zip(us, ps)]
-        return b.add(ps, us)
+        if all(u.dtype == p.dtype for u, p in zip(us, ps)):
+            return b.add(ps, us)
+        # Mixed precision: add in the wider dtype, round once to the parameter's dtype.
+        return [
+            p + u
+            if u.dtype == p.dtype
+            else (p.to(torch.promote_types(p.dtype, u.dtype)) + u).to(p.dtype)
+            for u, p in zip(us, ps)
+        ]
 
     # Grouping follows the *updates*; parameters without an update pass through.
     summed = tree._apply(kernel, updates, params, names=("updates", "params"))

@@ -31,7 +31,11 @@ from optax_torch.transforms.scaling import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
-from optax_torch.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
+from optax_torch.transforms.weight_decay import (
+    AddDecayedWeightsState,
+    WeightDecaySchedule,
+    add_decayed_weights,
+)
 
 __all__ = [
     "AddDecayedWeightsState",
@@ -50,6 +54,7 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleState",
     "TraceState",
+    "WeightDecaySchedule",
     "add_decayed_weights",
     "clip",
     "clip_by_global_norm",

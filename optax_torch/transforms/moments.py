@@ -115,6 +115,8 @@ def scale_by_amsgrad(
     eps: Num = 1e-8,
     eps_root: Num = 0.0,
     mu_dtype: torch.dtype | None = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
     *,
     debias_after_max: bool = False,
 ) -> GradientTransformation:
@@ -126,6 +128,8 @@ def scale_by_amsgrad(
 
     Args:
       b1, b2, eps, eps_root, mu_dtype: as in :func:`scale_by_adam`.
+      bias_correction_mu: debias the first moment (``False``: the original AMSGrad paper).
+      bias_correction_nu: debias the second moment (``False``: the original AMSGrad paper).
       debias_after_max: *extension* (not in optax). ``False`` (optax): the maximum is over the
         bias-corrected :math:`\hat v_k`. ``True`` (``torch.optim.Adam(amsgrad=True)``): the maximum
         is over the raw :math:`v_k`, and the bias correction is applied to the maximum.
@@ -146,13 +150,14 @@ def scale_by_amsgrad(
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
-        mu_scale = tree.debias_factor(b1, count_inc)
-        if debias_after_max:
+        mu_scale = tree.debias_factor(b1, count_inc) if bias_correction_mu else 1.0
+        nu_scale: Num = 1.0
+        if debias_after_max or not bias_correction_nu:
             nu_max = tree.maximum(state.nu_max, nu)
-            nu_scale = tree.debias_factor(b2, count_inc)
+            if bias_correction_nu:
+                nu_scale = tree.debias_factor(b2, count_inc)
         else:
             nu_max = tree.maximum(state.nu_max, tree.bias_correction(nu, b2, count_inc))
-            nu_scale = 1.0
         updates = tree.div_sqrt(mu, nu_max, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
         mu = tree.cast(mu, mu_dtype)
         return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)

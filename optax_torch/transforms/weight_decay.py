@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import tree
-from optax_torch.base import EmptyState, GradientTransformation
+from optax_torch import numerics, tree
+from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule
 from optax_torch.transforms.masking import masked
 
-__all__ = ["AddDecayedWeightsState", "add_decayed_weights"]
+__all__ = ["AddDecayedWeightsState", "WeightDecaySchedule", "add_decayed_weights"]
 
 AddDecayedWeightsState = EmptyState
 
 
+class WeightDecaySchedule(NamedTuple):
+    """State of :func:`add_decayed_weights` when ``weight_decay`` is a schedule."""
+
+    count: torch.Tensor
+
+
 def add_decayed_weights(
-    weight_decay: float | torch.Tensor = 0.0,
+    weight_decay: ScalarOrSchedule = 0.0,
     mask: Any | Callable[[Any], Any] | None = None,
 ) -> GradientTransformation:
     r"""Adds ``weight_decay * params`` to the updates: :math:`u \leftarrow u + \lambda\, p`.
@@ -27,13 +33,15 @@ def add_decayed_weights(
     decay (AdamW, Loshchilov & Hutter, 2019).
 
     Args:
-      weight_decay: the decay coefficient :math:`\lambda`.
+      weight_decay: the decay coefficient :math:`\lambda`, or a schedule ``count -> value``.
       mask: a tree of booleans (or a function ``params -> tree``) selecting the parameters to decay;
         ``None`` decays all of them.
     """
 
     def init_fn(params):
         del params
+        if callable(weight_decay):
+            return WeightDecaySchedule(count=numerics.zero_count())
         return AddDecayedWeightsState()
 
     def update_fn(updates, state, params=None):
@@ -41,7 +49,12 @@ def add_decayed_weights(
             raise ValueError(
                 "add_decayed_weights needs params: call update(updates, state, params)"
             )
-        return tree.add_scale(updates, weight_decay, params), state
+        if callable(weight_decay):
+            wd = weight_decay(state.count)
+            state = WeightDecaySchedule(count=numerics.safe_increment(state.count))
+        else:
+            wd = weight_decay
+        return tree.add_scale(updates, wd, params), state
 
     tx = GradientTransformation(init_fn, update_fn)
     if mask is not None:
