@@ -340,10 +340,11 @@ class _PerLeaf:
     def clamp(xs, lo, hi):
         if lo is None and hi is None:
             return list(xs)
-        return [
-            torch.clamp(x, None if lo is None else _s(lo, x), None if hi is None else _s(hi, x))
-            for x in xs
-        ]
+
+        def bound(v: Any, x: torch.Tensor) -> Any:
+            return None if v is None else _s(v, x)
+
+        return [torch.clamp(x, bound(lo, x), bound(hi, x)) for x in xs]
 
     @staticmethod
     def norms(xs, ord):

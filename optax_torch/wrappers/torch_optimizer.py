@@ -256,8 +256,9 @@ class TorchOptimizer(Optimizer):
             self._otx_name = "a ready GradientTransformation"
             self._otx_arg_of: dict[str, str] = {}
             self._otx_positional: list[str] = []
-            params = list(params)
-            probe = self._probe_state(ready, params)
+            param_list: list[Any] = list(params)
+            params = param_list
+            probe = self._probe_state(ready, param_list)
             defaults, self._otx_inject = self._inject_defaults(probe)
             unknown = sorted(set(hyperparams) - set(defaults) - {_LEARNING_RATE})
             if _LEARNING_RATE in hyperparams and _LR not in defaults:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up .venv-test (Python 3.11, the package with its test and lint extras), then runs
+# ruff check, ruff format --check, the type check of optax_torch, and pytest.
+# Idempotent: an existing .venv-test is reused and the (then quick) install re-checked.
+# Usage: bash scripts/test.sh [pytest arguments]
+#        PYTHON=/path/to/python3.11 bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+VENV=.venv-test
+PY="$VENV/bin/python"
+
+if [ ! -x "$PY" ]; then
+  echo "test.sh: creating $VENV with $PYTHON" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "test.sh: installing optax_torch[test,lint] into $VENV (torch pinned by constraints.txt)" >&2
+"$PY" -m pip install --quiet -e ".[test,lint]" -c constraints.txt
+
+echo "test.sh: ruff check" >&2
+"$PY" -m ruff check .
+echo "test.sh: ruff format --check" >&2
+"$PY" -m ruff format --check .
+
+# The type checker is the one the lint extra installs: pyright (its PyPI wrapper runs the node.js
+# found on PATH, and otherwise needs network access to fetch one), or mypy (pure Python).
+if [ -x "$VENV/bin/pyright" ]; then
+  echo "test.sh: pyright optax_torch" >&2
+  "$VENV/bin/pyright" --pythonpath "$PY" optax_torch
+else
+  echo "test.sh: mypy optax_torch" >&2
+  "$PY" -m mypy optax_torch
+fi
+
+echo "test.sh: pytest" >&2
+"$PY" -m pytest "$@"
