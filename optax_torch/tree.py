@@ -24,9 +24,11 @@ Names and signatures follow ``optax.tree``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -51,6 +53,7 @@ __all__ = [
     "clip",
     "div",
     "div_sqrt",
+    "donate",
     "flatten",
     "full_like",
     "get",
@@ -153,6 +156,21 @@ def _as_number(s: Scalar) -> Scalar:
     return s
 
 
+# Above this many elements per tensor (on average) a Python loop of per-tensor ops costs nothing
+# next to the memory traffic, and writing into a scratch buffer (``out=``) saves the allocation
+# and first-touch cost of a fresh one: ~1.5x faster for large tensors on CPU.
+_LARGE = 1 << 16
+
+
+def _div_into(xs: list[torch.Tensor], den: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``xs / den``, written into ``den`` (a scratch buffer owned by the caller)."""
+    if builtins.sum(d.numel() for d in den) >= _LARGE * len(den):
+        for x, d in zip(xs, den):
+            torch.div(x, d, out=d)
+        return den
+    return torch._foreach_div(xs, den)
+
+
 class _Foreach:
     """Multi-tensor kernels (one call per (device, dtype) group)."""
 
@@ -237,7 +255,7 @@ class _Foreach:
             torch._foreach_div_(den, divisor * x_scale)
         if not _is_zero(eps):
             torch._foreach_add_(den, eps / x_scale)
-        return torch._foreach_div(xs, den)
+        return _div_into(xs, den)
 
     @staticmethod
     def abs(xs):
@@ -372,12 +390,73 @@ def _groups(xs: list[Any]) -> list[list[int]]:
     return [list(idx) for _, idx in grouped.values()]
 
 
-def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] = ()) -> Tree:
+class _Donated(threading.local):
+    ids: frozenset[int] = frozenset()
+
+
+_donated = _Donated()
+
+
+@contextlib.contextmanager
+def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
+    """Lets the tree operations inside the block overwrite the tensors of ``trees`` in place.
+
+    The owner of a state that will never be read again (the ``TorchOptimizer`` adapter, or a
+    training loop that rebinds ``state``) can hand its buffers over, like JAX's buffer donation::
+
+        with optax_torch.tree.donate(state):
+            updates, state = tx.update(grads, state, params)
+
+    Moment updates (:func:`update_moment`, :func:`update_moment_per_elem_norm`,
+    :func:`add_scale` into a momentum buffer, :func:`maximum`) then write the new moments into the
+    old buffers instead of allocating new ones: same numbers, fewer passes over memory, and no
+    second copy of the state during the step. Each buffer is consumed at most once; only the
+    eager multi-tensor path does this. Afterwards the donated tree must not be used: its tensors
+    may hold the new values (and, if ``update`` raised half way, a mixture). Tensors that also
+    appear in an ``exclude`` tree (e.g. the gradients and parameters) are never donated.
+    """
+    counts: dict[int, int] = {}
+    for t in trees:
+        for x in leaves(t):
+            if isinstance(x, torch.Tensor):
+                counts[id(x)] = counts.get(id(x), 0) + 1
+    kept = {id(x) for t in exclude for x in leaves(t)}
+    # A tensor that appears twice could be read after being overwritten: never donate it.
+    ids = frozenset(i for i, c in counts.items() if c == 1 and i not in kept)
+    previous = _donated.ids
+    _donated.ids = previous | ids
+    try:
+        yield
+    finally:
+        _donated.ids = previous
+
+
+def _take_donated(xs: list[Any], like: list[Any]) -> bool:
+    """Whether every tensor of ``xs`` is donated (and dtype-compatible); consumes them if so."""
+    ids = _donated.ids
+    if not ids or not xs:
+        return False
+    if not all(id(x) in ids for x in xs):
+        return False
+    if not all(x.dtype == y.dtype for x, y in zip(xs, like)):
+        return False
+    _donated.ids = ids - {id(x) for x in xs}
+    return True
+
+
+def _apply(
+    kernel: Callable[..., list[Any]],
+    *trees: Tree,
+    names: Sequence[str] = (),
+    donatable: int | None = None,
+) -> Tree:
     """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` on the leaves of the trees.
 
     All trees must have the same structure. Where any tree has a ``None`` leaf the result is
     ``None`` (a parameter without gradient has no update, and no new state). In the multi-tensor
-    backend the kernel runs once per (device, dtype) group of tree 0.
+    backend the kernel runs once per (device, dtype) group of tree 0. If ``donatable`` is the
+    index of a tree whose tensors are all donated (:func:`donate`), the kernel is called with
+    ``inplace=True`` and may write its result into that tree's tensors.
     """
     first, spec = flatten(trees[0])
     rest = [
@@ -393,6 +472,9 @@ def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] 
     backend = _backend()
     if backend is _Foreach and torch.is_grad_enabled() and _any_requires_grad(lists):
         backend = _PerLeaf  # recorded for autograd: pure per-tensor ops, no in-place temporaries
+    extra: dict[str, Any] = {}
+    if donatable is not None and backend is _Foreach and _take_donated(lists[donatable], lists[0]):
+        extra["inplace"] = True
     # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
     if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
@@ -402,11 +484,12 @@ def _apply(kernel: Callable[..., list[Any]], *trees: Tree, names: Sequence[str] 
         if len(groups) == 1:
             groups = None
     if groups is None:
-        results = kernel(backend, *lists) if lists[0] else []
+        results = kernel(backend, *lists, **extra) if lists[0] else []
     else:
         results = [None] * len(lists[0])
         for idx in groups:
-            for i, r in zip(idx, kernel(backend, *[[xs[i] for i in idx] for xs in lists])):
+            group_lists = [[xs[i] for i in idx] for xs in lists]
+            for i, r in zip(idx, kernel(backend, *group_lists, **extra)):
                 results[i] = r
     if valid is None:
         return unflatten(spec, results)
@@ -466,8 +549,15 @@ def div(tree_x: Tree, tree_y: Tree) -> Tree:
 
 
 def maximum(tree_x: Tree, tree_y: Tree) -> Tree:
-    """Leafwise ``max(x, y)``."""
-    return _apply(lambda b, xs, ys: b.maximum(xs, ys), tree_x, tree_y, names=("tree_x", "tree_y"))
+    """Leafwise ``max(x, y)`` (written into ``tree_x`` if it is donated)."""
+
+    def kernel(b, xs, ys, inplace=False):
+        if inplace:
+            torch._foreach_maximum_(xs, ys)
+            return xs
+        return b.maximum(xs, ys)
+
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=0)
 
 
 def scale(scalar: Scalar, tree: Tree) -> Tree:
@@ -481,10 +571,18 @@ def add_scalar(tree: Tree, scalar: Scalar) -> Tree:
 
 
 def add_scale(tree_x: Tree, scalar: Scalar, tree_y: Tree) -> Tree:
-    """``x + scalar * y``."""
-    return _apply(
-        lambda b, xs, ys: b.add_scaled(xs, scalar, ys), tree_x, tree_y, names=("tree_x", "tree_y")
-    )
+    """``x + scalar * y`` (written into ``tree_y`` as ``y * scalar + x`` if it is donated, the
+    form of ``torch.optim.SGD``'s momentum buffer)."""
+
+    def kernel(b, xs, ys, inplace=False):
+        s = _as_number(scalar)
+        if inplace and not isinstance(s, torch.Tensor):
+            torch._foreach_mul_(ys, s)
+            torch._foreach_add_(ys, xs)
+            return ys
+        return b.add_scaled(xs, s, ys)
+
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=1)
 
 
 def div_sqrt(
@@ -728,13 +826,17 @@ def update_moment(updates: Tree, moments: Tree, decay: Scalar, order: int) -> Tr
     dtype of ``updates``; cast it back with :func:`cast` for low-precision moments.
     """
 
-    def kernel(b, gs, ms):
+    def kernel(b, gs, ms, inplace=False):
         ms = _cast_to(ms, gs)
         if order != 1:
             gs = b.pow(gs, order)
-        return b.lerp(ms, gs, 1 - decay)
+        w = _as_number(1 - decay)
+        if inplace and not isinstance(w, torch.Tensor):
+            torch._foreach_lerp_(ms, gs, w)
+            return ms
+        return b.lerp(ms, gs, w)
 
-    return _apply(kernel, updates, moments, names=("updates", "moments"))
+    return _apply(kernel, updates, moments, names=("updates", "moments"), donatable=1)
 
 
 def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, order: int) -> Tree:
@@ -743,14 +845,23 @@ def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, ord
     For ``order == 2`` this is ``m * decay + (1 - decay) * g * g`` (``torch.optim``'s form).
     """
 
-    def kernel(b, gs, ms):
+    def kernel(b, gs, ms, inplace=False):
         ms = _cast_to(ms, gs)
+        d = _as_number(decay)
+        if inplace and not isinstance(d, torch.Tensor):
+            if order == 2:
+                torch._foreach_mul_(ms, d)
+                torch._foreach_addcmul_(ms, gs, gs, value=1 - d)
+            else:
+                gs = b.abs(gs) if order == 1 else b.pow(b.abs(gs), order)
+                torch._foreach_lerp_(ms, gs, 1 - d)
+            return ms
         if order == 2:
-            return b.decay_add_sq(ms, gs, decay)
+            return b.decay_add_sq(ms, gs, d)
         gs = b.abs(gs) if order == 1 else b.pow(b.abs(gs), order)
-        return b.lerp(ms, gs, 1 - decay)
+        return b.lerp(ms, gs, 1 - d)
 
-    return _apply(kernel, updates, moments, names=("updates", "moments"))
+    return _apply(kernel, updates, moments, names=("updates", "moments"), donatable=1)
 
 
 def update_infinity_moment(updates: Tree, moments: Tree, decay: Scalar, eps: Scalar) -> Tree:

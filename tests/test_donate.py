@@ -1,0 +1,138 @@
+"""Buffer donation (``optax_torch.tree.donate``): same numbers, old buffers reused, never unsafe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import optax_torch as otx
+from optax_torch import tree as otree
+
+
+def _params(dtype):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "w": torch.randn(7, 5, generator=g, dtype=dtype),
+        "b": torch.randn(5, generator=g, dtype=dtype),
+        "s": torch.randn((), generator=g, dtype=dtype),
+    }
+
+
+def _grads(params, k):
+    g = torch.Generator().manual_seed(100 + k)
+    return {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+
+
+TRANSFORMS = {
+    "adam": lambda: otx.adam(1e-2),
+    "adamw": lambda: otx.adamw(1e-2, weight_decay=0.1),
+    "nadam": lambda: otx.nadam(1e-2),
+    "amsgrad": lambda: otx.amsgrad(1e-2),
+    "amsgrad_torch": lambda: otx.chain(
+        otx.scale_by_amsgrad(debias_after_max=True), otx.scale_by_learning_rate(1e-2)
+    ),
+    "sgd_momentum": lambda: otx.sgd(1e-2, momentum=0.9, nesterov=True),
+    "rmsprop_centered": lambda: otx.rmsprop(1e-2, centered=True, momentum=0.5),
+    "adagrad": lambda: otx.adagrad(1e-2),
+    "ema": lambda: otx.ema(0.9),
+    "nadam_torch": lambda: otx.chain(otx.scale_by_nadam(), otx.scale_by_learning_rate(1e-2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_donated_steps_equal_pure_steps(name, dtype):
+    """Donating the old state changes where results are written, not what they are."""
+    tx = TRANSFORMS[name]()
+    params = _params(dtype)
+    pure_state = tx.init(params)
+    donated_state = tx.init(params)
+    for k in range(12):
+        grads = _grads(params, k)
+        u_pure, pure_state = tx.update(grads, pure_state, params)
+        with otree.donate(donated_state, exclude=(grads, params)):
+            u_don, donated_state = tx.update(grads, donated_state, params)
+        # add_scale into a donated momentum buffer computes y * s + x instead of x + s * y:
+        # equal up to one rounding.
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+        for a, b in zip(otree.leaves(u_don), otree.leaves(u_pure)):
+            torch.testing.assert_close(a, b, **tol)
+        for a, b in zip(otree.leaves(donated_state), otree.leaves(pure_state)):
+            torch.testing.assert_close(a, b, **tol)
+
+
+def test_donated_moments_are_written_into_the_old_buffers():
+    tx = otx.scale_by_adam()
+    params = _params(torch.float32)
+    state = tx.init(params)
+    old_mu, old_nu = dict(state.mu), dict(state.nu)
+    with otree.donate(state):
+        _, new = tx.update(_grads(params, 0), state, params)
+    for n in params:
+        assert new.mu[n] is old_mu[n] and new.nu[n] is old_nu[n]
+
+
+def test_without_donation_the_old_state_is_untouched():
+    tx = otx.scale_by_adam()
+    params = _params(torch.float32)
+    state = tx.init(params)
+    _, state = tx.update(_grads(params, 0), state, params)
+    snapshot = [x.clone() for x in otree.leaves(state)]
+    _, new = tx.update(_grads(params, 1), state, params)
+    for a, b in zip(otree.leaves(state), snapshot):
+        assert torch.equal(a, b)
+    assert all(n is not o for n, o in zip(otree.leaves(new.mu), otree.leaves(state.mu)))
+
+
+def test_a_buffer_is_consumed_once():
+    """Two moment updates of the same donated tree: only the first writes in place."""
+    m = {"a": torch.zeros(3)}
+    g = {"a": torch.ones(3)}
+    with otree.donate(m):
+        first = otree.update_moment(g, m, 0.5, 1)
+        second = otree.update_moment(g, m, 0.5, 1)
+    assert first["a"] is m["a"]
+    assert second["a"] is not m["a"]
+    torch.testing.assert_close(first["a"], torch.full((3,), 0.5))
+    # the second read the (already updated) buffer: lerp(0.5, 1, 0.5) = 0.75
+    torch.testing.assert_close(second["a"], torch.full((3,), 0.75))
+
+
+def test_tensors_seen_twice_or_excluded_are_never_donated():
+    t = torch.zeros(3)
+    shared = {"a": t, "b": t}
+    g = {"a": torch.ones(3), "b": torch.ones(3)}
+    with otree.donate(shared):
+        out = otree.update_moment(g, shared, 0.5, 1)
+    assert out["a"] is not t and torch.equal(t, torch.zeros(3))
+    m = {"a": torch.zeros(3), "b": torch.zeros(3)}
+    with otree.donate(m, exclude=({"x": m["a"]},)):
+        out = otree.update_moment(g, m, 0.5, 1)
+    assert out["a"] is not m["a"] and torch.equal(m["a"], torch.zeros(3))
+
+
+def test_donation_ends_with_the_block_and_skips_traced_paths():
+    m = {"a": torch.zeros(3)}
+    g = {"a": torch.ones(3)}
+    with otree.donate(m):
+        pass
+    assert otree.update_moment(g, m, 0.5, 1)["a"] is not m["a"]
+
+    def step(g, m):
+        with otree.donate(m):
+            return otree.update_moment(g, m, 0.5, 1)
+
+    batched = torch.func.vmap(step)({"a": torch.ones(2, 3)}, {"a": torch.zeros(2, 3)})
+    torch.testing.assert_close(batched["a"], torch.full((2, 3), 0.5))
+
+
+def test_none_leaves_keep_their_old_buffers_untouched():
+    tx = otx.adam(0.1)
+    params = {"a": torch.ones(2), "b": torch.ones(3)}
+    state = tx.init(params)
+    _, state = tx.update({"a": torch.ones(2), "b": torch.ones(3)}, state, params)
+    a_mu = otree.get(state, "mu")["a"].clone()
+    with otree.donate(state):
+        u, state = tx.update({"a": None, "b": torch.ones(3)}, state, params)
+    assert u["a"] is None
+    assert torch.equal(otree.get(state, "mu")["a"], a_mu)
