@@ -162,13 +162,13 @@ def _as_number(s: Scalar) -> Scalar:
 _LARGE = 1 << 16
 
 
-def _div_into(xs: list[torch.Tensor], den: list[torch.Tensor]) -> list[torch.Tensor]:
+def _div_into(xs: Sequence[torch.Tensor], den: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``xs / den``, written into ``den`` (a scratch buffer owned by the caller)."""
     if builtins.sum(d.numel() for d in den) >= _LARGE * len(den):
         for x, d in zip(xs, den):
             torch.div(x, d, out=d)
-        return den
-    return torch._foreach_div(xs, den)
+        return list(den)
+    return list(torch._foreach_div(list(xs), list(den)))
 
 
 class _Foreach:

@@ -54,7 +54,11 @@ def test_donated_steps_equal_pure_steps(name, dtype):
             u_don, donated_state = tx.update(grads, donated_state, params)
         # add_scale into a donated momentum buffer computes y * s + x instead of x + s * y:
         # equal up to one rounding.
-        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+        tol = (
+            {"rtol": 1e-5, "atol": 1e-6}
+            if dtype == torch.float32
+            else {"rtol": 1e-12, "atol": 1e-14}
+        )
         for a, b in zip(otree.leaves(u_don), otree.leaves(u_pure)):
             torch.testing.assert_close(a, b, **tol)
         for a, b in zip(otree.leaves(donated_state), otree.leaves(pure_state)):
