@@ -24,6 +24,7 @@ Names and signatures follow ``optax.tree``.
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import itertools
 import operator
@@ -415,14 +416,12 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
     may hold the new values (and, if ``update`` raised half way, a mixture). Tensors that also
     appear in an ``exclude`` tree (e.g. the gradients and parameters) are never donated.
     """
-    counts: dict[int, int] = {}
-    for t in trees:
-        for x in leaves(t):
-            if isinstance(x, torch.Tensor):
-                counts[id(x)] = counts.get(id(x), 0) + 1
+    counts = collections.Counter(
+        builtins.map(id, itertools.chain.from_iterable(builtins.map(leaves, trees)))
+    )
     kept = {id(x) for t in exclude for x in leaves(t)}
     # A tensor that appears twice could be read after being overwritten: never donate it.
-    ids = frozenset(i for i, c in counts.items() if c == 1 and i not in kept)
+    ids = frozenset(i for i, c in counts.items() if c == 1).difference(kept)
     previous = _donated.ids
     _donated.ids = previous | ids
     try:
@@ -434,14 +433,19 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
 def _take_donated(xs: list[Any], like: list[Any]) -> bool:
     """Whether every tensor of ``xs`` is donated (and dtype-compatible); consumes them if so."""
     ids = _donated.ids
-    if not ids or not xs:
+    if not ids or not xs or not ids.issuperset(builtins.map(id, xs)):
         return False
-    if not all(id(x) in ids for x in xs):
+    if not _same_dtypes(xs, like):
         return False
-    if not all(x.dtype == y.dtype for x, y in zip(xs, like)):
-        return False
-    _donated.ids = ids - {id(x) for x in xs}
+    _donated.ids = ids.difference(builtins.map(id, xs))
     return True
+
+
+_dtype_of = operator.attrgetter("dtype")
+
+
+def _same_dtypes(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
+    return all(builtins.map(operator.eq, builtins.map(_dtype_of, xs), builtins.map(_dtype_of, ys)))
 
 
 def _apply(
@@ -816,6 +820,8 @@ def debias_factor(decay: Scalar, count: torch.Tensor) -> torch.Tensor:
 
 
 def _cast_to(xs: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    if _same_dtypes(xs, like):
+        return xs
     return [x if x.dtype == y.dtype else x.to(y.dtype) for x, y in zip(xs, like)]
 
 
