@@ -445,6 +445,8 @@ _dtype_of = operator.attrgetter("dtype")
 
 
 def _same_dtypes(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
+    if torch.compiler.is_compiling():  # dynamo cannot trace attrgetter
+        return all(x.dtype == y.dtype for x, y in zip(xs, ys))
     return all(builtins.map(operator.eq, builtins.map(_dtype_of, xs), builtins.map(_dtype_of, ys)))
 
 
