@@ -32,7 +32,9 @@ __all__ = [
     "TransformUpdateFn",
     "Updates",
     "identity",
+    "donation_safe",
     "init_empty_state",
+    "is_donation_safe",
     "set_to_zero",
     "stateless",
     "stateless_with_tree_map",
@@ -111,6 +113,28 @@ class GradientTransformationExtraArgs(GradientTransformation):
     update: TransformUpdateExtraArgsFn  # type: ignore[assignment]
 
 
+_DONATION_SAFE = "_optax_torch_donation_safe"
+
+
+def donation_safe(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` as safe to run on a donated state (:func:`optax_torch.tree.donate`).
+
+    An update function is donation-safe when it reads each tensor of its old state once, in the
+    tree operation that computes that tensor's replacement from the updates (``update_moment``,
+    ``add_scale`` into a momentum buffer, ...), and never again afterwards. Every transformation
+    of this library is marked; combinators are safe when all their members are. The
+    ``TorchOptimizer`` adapter donates its state only to a donation-safe transformation, so a
+    custom transformation is always run on an intact state unless its author marks it.
+    """
+    setattr(update_fn, _DONATION_SAFE, True)
+    return update_fn
+
+
+def is_donation_safe(tx: GradientTransformation) -> bool:
+    """Whether ``tx.update`` is marked with :func:`donation_safe`."""
+    return bool(getattr(tx.update, _DONATION_SAFE, False))
+
+
 class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
 
@@ -127,6 +151,7 @@ def identity() -> GradientTransformation:
     Not to be confused with :func:`set_to_zero`, which leaves *parameters* unchanged.
     """
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         return updates, state
@@ -141,6 +166,7 @@ def set_to_zero() -> GradientTransformation:
     model fixed.
     """
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         return _tree.zeros_like(updates), state
@@ -157,6 +183,7 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         >>> negate = otx.stateless(lambda u, p: otx.tree.scale(-1.0, u))
     """
 
+    @donation_safe  # no state to read
     def update_fn(updates, state, params=None):
         del state
         return f(updates, params), EmptyState()
@@ -174,6 +201,7 @@ def stateless_with_tree_map(
     kernels instead of one Python call per leaf.
     """
 
+    @donation_safe  # no state to read
     def update_fn(updates, state, params=None):
         del state
         if params is not None:
@@ -192,4 +220,6 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
         del extra_args
         return tx.update(updates, state, params)
 
+    if is_donation_safe(tx):
+        donation_safe(update)
     return GradientTransformationExtraArgs(tx.init, update)

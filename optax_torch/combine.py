@@ -11,6 +11,8 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     OptState,
     PyTree,
+    donation_safe,
+    is_donation_safe,
     with_extra_args_support,
 )
 from optax_torch.transforms.masking import masked
@@ -70,6 +72,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
             new_state.append(_carry_over(new_s, s) if carry else new_s)
         return updates, tuple(new_state)
 
+    if all(is_donation_safe(t) for t in transforms):
+        donation_safe(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
@@ -97,6 +101,8 @@ def named_chain(*args: tuple[str, GradientTransformation]) -> GradientTransforma
             new_state[name] = _carry_over(new_s, state[name]) if carry else new_s
         return updates, new_state
 
+    if all(is_donation_safe(t) for _, t in transforms):
+        donation_safe(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
@@ -162,6 +168,8 @@ def partition(
             new_inner[label] = _carry_over(new_s, old) if carry else new_s
         return updates, PartitionState(new_inner)
 
+    if all(is_donation_safe(t) for t in transforms.values()):
+        donation_safe(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 

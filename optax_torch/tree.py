@@ -415,6 +415,10 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
     eager multi-tensor path does this. Afterwards the donated tree must not be used: its tensors
     may hold the new values (and, if ``update`` raised half way, a mixture). Tensors that also
     appear in an ``exclude`` tree (e.g. the gradients and parameters) are never donated.
+
+    Only donate to a transformation that reads each old state tensor once, in the operation that
+    replaces it: ``optax_torch.is_donation_safe(tx)`` is true for all of the library's
+    transformations and the combinators of such (see ``optax_torch.donation_safe``).
     """
     counts = collections.Counter(
         builtins.map(id, itertools.chain.from_iterable(builtins.map(leaves, trees)))
@@ -422,12 +426,20 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
     kept = {id(x) for t in exclude for x in leaves(t)}
     # A tensor that appears twice could be read after being overwritten: never donate it.
     ids = frozenset(i for i, c in counts.items() if c == 1).difference(kept)
-    previous = _donated.ids
-    _donated.ids = previous | ids
+    with _donating(ids):
+        yield
+
+
+@contextlib.contextmanager
+def _donating(ids: frozenset[int]) -> Iterator[None]:
+    """Adds ``ids`` to the donated set for the block; on exit removes those it added and that
+    were not consumed (consumption by the block, of these or of outer donations, stays)."""
+    added = ids - _donated.ids
+    _donated.ids = _donated.ids | added
     try:
         yield
     finally:
-        _donated.ids = previous
+        _donated.ids = _donated.ids - added
 
 
 def _take_donated(xs: list[Any], like: list[Any]) -> bool:
@@ -454,15 +466,15 @@ def _apply(
     kernel: Callable[..., list[Any]],
     *trees: Tree,
     names: Sequence[str] = (),
-    donatable: int | None = None,
+    donatable: int | tuple[int, ...] | None = None,
 ) -> Tree:
     """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` on the leaves of the trees.
 
     All trees must have the same structure. Where any tree has a ``None`` leaf the result is
     ``None`` (a parameter without gradient has no update, and no new state). In the multi-tensor
-    backend the kernel runs once per (device, dtype) group of tree 0. If ``donatable`` is the
-    index of a tree whose tensors are all donated (:func:`donate`), the kernel is called with
-    ``inplace=True`` and may write its result into that tree's tensors.
+    backend the kernel runs once per (device, dtype) group of tree 0. If ``donatable`` names (the
+    index of) a tree whose tensors are all donated (:func:`donate`), the kernel is called with
+    ``inplace=<that index>`` and may write its result into that tree's tensors.
     """
     first, spec = flatten(trees[0])
     rest = [
@@ -479,8 +491,11 @@ def _apply(
     if backend is _Foreach and torch.is_grad_enabled() and _any_requires_grad(lists):
         backend = _PerLeaf  # recorded for autograd: pure per-tensor ops, no in-place temporaries
     extra: dict[str, Any] = {}
-    if donatable is not None and backend is _Foreach and _take_donated(lists[donatable], lists[0]):
-        extra["inplace"] = True
+    if donatable is not None and backend is _Foreach and _donated.ids:
+        for k in (donatable,) if isinstance(donatable, int) else donatable:
+            if _take_donated(lists[k], lists[0]):
+                extra["inplace"] = k
+                break
     # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
     if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
@@ -557,8 +572,8 @@ def div(tree_x: Tree, tree_y: Tree) -> Tree:
 def maximum(tree_x: Tree, tree_y: Tree) -> Tree:
     """Leafwise ``max(x, y)`` (written into ``tree_x`` if it is donated)."""
 
-    def kernel(b, xs, ys, inplace=False):
-        if inplace:
+    def kernel(b, xs, ys, inplace=None):
+        if inplace == 0:
             torch._foreach_maximum_(xs, ys)
             return xs
         return b.maximum(xs, ys)
@@ -580,15 +595,18 @@ def add_scale(tree_x: Tree, scalar: Scalar, tree_y: Tree) -> Tree:
     """``x + scalar * y`` (written into ``tree_y`` as ``y * scalar + x`` if it is donated, the
     form of ``torch.optim.SGD``'s momentum buffer)."""
 
-    def kernel(b, xs, ys, inplace=False):
-        s = _as_number(scalar)
-        if inplace and not isinstance(s, torch.Tensor):
+    def kernel(b, xs, ys, inplace=None):
+        s = _as_number(scalar) if inplace is not None else scalar
+        if inplace == 1 and not isinstance(s, torch.Tensor):
             torch._foreach_mul_(ys, s)
             torch._foreach_add_(ys, xs)
             return ys
+        if inplace == 0 and not isinstance(s, torch.Tensor):
+            torch._foreach_add_(xs, ys, alpha=s)
+            return xs
         return b.add_scaled(xs, s, ys)
 
-    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=1)
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=(1, 0))
 
 
 def div_sqrt(
@@ -834,12 +852,12 @@ def update_moment(updates: Tree, moments: Tree, decay: Scalar, order: int) -> Tr
     dtype of ``updates``; cast it back with :func:`cast` for low-precision moments.
     """
 
-    def kernel(b, gs, ms, inplace=False):
+    def kernel(b, gs, ms, inplace=None):
         ms = _cast_to(ms, gs)
         if order != 1:
             gs = b.pow(gs, order)
         w = _as_number(1 - decay)
-        if inplace and not isinstance(w, torch.Tensor):
+        if inplace == 1 and not isinstance(w, torch.Tensor):
             torch._foreach_lerp_(ms, gs, w)
             return ms
         return b.lerp(ms, gs, w)
@@ -853,10 +871,10 @@ def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, ord
     For ``order == 2`` this is ``m * decay + (1 - decay) * g * g`` (``torch.optim``'s form).
     """
 
-    def kernel(b, gs, ms, inplace=False):
+    def kernel(b, gs, ms, inplace=None):
         ms = _cast_to(ms, gs)
         d = _as_number(decay)
-        if inplace and not isinstance(d, torch.Tensor):
+        if inplace == 1 and not isinstance(d, torch.Tensor):
             if order == 2:
                 torch._foreach_mul_(ms, d)
                 torch._foreach_addcmul_(ms, gs, gs, value=1 - d)

@@ -140,3 +140,54 @@ def test_none_leaves_keep_their_old_buffers_untouched():
         u, state = tx.update({"a": None, "b": torch.ones(3)}, state, params)
     assert u["a"] is None
     assert torch.equal(otree.get(state, "mu")["a"], a_mu)
+
+
+# --------------------------------------------------------------------------------------------
+# Which transformations may be given a donated state
+# --------------------------------------------------------------------------------------------
+
+
+def _reads_old_state_twice():
+    """A custom transform (not marked) whose update reads its old moment after replacing it."""
+
+    def init_fn(params):
+        return otree.zeros_like(params)
+
+    def update_fn(updates, state, params=None):
+        new = otree.update_moment(updates, state, 0.5, 1)
+        change = otree.sub(new, state)  # needs the *old* moment
+        return change, new
+
+    return otx.GradientTransformation(init_fn, update_fn)
+
+
+def test_marks_propagate_through_combinators():
+    safe, custom = otx.adam(0.1), _reads_old_state_twice()
+    assert otx.is_donation_safe(safe)
+    assert not otx.is_donation_safe(custom)
+    assert otx.is_donation_safe(otx.chain(otx.clip_by_global_norm(1.0), safe))
+    assert not otx.is_donation_safe(otx.chain(safe, custom))
+    assert not otx.is_donation_safe(otx.named_chain(("a", safe), ("b", custom)))
+    assert not otx.is_donation_safe(otx.partition({"a": safe, "b": custom}, "a"))
+    assert not otx.is_donation_safe(otx.masked(custom, True))
+    assert otx.is_donation_safe(otx.masked(safe, True))
+    assert otx.is_donation_safe(otx.inject_hyperparams(otx.adamw)(learning_rate=0.1))
+    marked = otx.GradientTransformation(custom.init, otx.donation_safe(lambda u, s, p=None: (u, s)))
+    assert otx.is_donation_safe(marked)
+
+
+def test_adapter_never_donates_to_an_unmarked_transformation():
+    """Through TorchOptimizer, the custom transform gets an intact old state every step."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4))
+    opt = otx.TorchOptimizer([w], _reads_old_state_twice())
+    params = [w.detach().clone()]
+    tx = _reads_old_state_twice()
+    state = tx.init(params)
+    for k in range(4):
+        g = torch.full((4,), float(k + 1))
+        w.grad = g.clone()
+        opt.step()
+        u, state = tx.update([g], state, params)
+        params = otx.apply_updates(params, u)
+    torch.testing.assert_close(w.detach(), params[0], rtol=0, atol=0)

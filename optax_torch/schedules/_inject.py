@@ -15,6 +15,8 @@ from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     OptState,
+    donation_safe,
+    is_donation_safe,
     with_extra_args_support,
 )
 
@@ -228,6 +230,13 @@ def inject_hyperparams(
                 inner_state=inner_state,
             )
 
+        try:  # donation-safe when the inner transformation is (it reads the hyperparameters once)
+            probe_hps = dict(numeric_hps)
+            probe_hps.update({k: f(numerics.zero_count()) for k, f in sched_hps.items()})
+            if is_donation_safe(build(probe_hps)):
+                donation_safe(update_fn)
+        except Exception:  # pragma: no cover - a factory that rejects plain values: stay safe
+            pass
         return GradientTransformationExtraArgs(init_fn, update_fn)
 
     return wrapped_transform

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from optax_torch import tree
-from optax_torch.base import EmptyState, GradientTransformation
+from optax_torch.base import EmptyState, GradientTransformation, donation_safe
 
 __all__ = ["ClipByGlobalNormState", "ClipState", "clip", "clip_by_global_norm"]
 
@@ -20,6 +20,7 @@ def clip(max_delta: float | torch.Tensor) -> GradientTransformation:
         del params
         return ClipState()
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         return tree.clip(updates, -max_delta, max_delta), state
@@ -43,6 +44,7 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
         del params
         return ClipByGlobalNormState()
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         g_norm = tree.norm(updates)

@@ -10,6 +10,8 @@ from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     PyTree,
+    donation_safe,
+    is_donation_safe,
     with_extra_args_support,
 )
 
@@ -80,4 +82,6 @@ def masked(
         merged = [n if f else o for n, o, f in zip(new_leaves, old_leaves, flags)]
         return tree.unflatten(spec, merged), MaskedState(inner_state=new_inner)
 
+    if is_donation_safe(inner):
+        donation_safe(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)

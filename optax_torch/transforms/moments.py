@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import numerics, tree
-from optax_torch.base import GradientTransformation, Updates
+from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = [
     "ScaleByAdamState",
@@ -77,6 +77,7 @@ def scale_by_adam(
             nu=tree.zeros_like(params),
         )
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         mu = tree.update_moment(updates, state.mu, b1, 1)
@@ -145,6 +146,7 @@ def scale_by_amsgrad(
             nu_max=tree.zeros_like(params),
         )
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         mu = tree.update_moment(updates, state.mu, b1, 1)
@@ -202,6 +204,7 @@ def scale_by_nadam(
             nu=tree.zeros_like(params),
         )
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         count_inc = numerics.safe_increment(state.count)
@@ -262,6 +265,7 @@ def scale_by_rms(
             return ScaleByRmsWithCountState(count=numerics.zero_count(), nu=nu)
         return ScaleByRmsState(nu=nu)
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         nu = tree.update_moment_per_elem_norm(updates, state.nu, decay, 2)
@@ -319,6 +323,7 @@ def scale_by_stddev(
             return ScaleByRStdDevWithCountState(count=numerics.zero_count(), mu=mu, nu=nu)
         return ScaleByRStdDevState(mu=mu, nu=nu)
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         mu = tree.update_moment(updates, state.mu, decay, 1)
@@ -368,6 +373,7 @@ def scale_by_rss(
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=tree.full_like(params, initial_accumulator_value))
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         sum_of_squares = tree.add(state.sum_of_squares, tree.mul(updates, updates))

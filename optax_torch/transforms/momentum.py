@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import numerics, tree
-from optax_torch.base import GradientTransformation, Updates
+from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = ["EmaState", "TraceState", "ema", "trace"]
 
@@ -42,6 +42,7 @@ def trace(
     def init_fn(params):
         return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         new_trace = tree.add_scale(updates, decay, tree.cast_like(state.trace, updates))
@@ -80,6 +81,7 @@ def ema(
             count=numerics.zero_count(), ema=tree.zeros_like(params, dtype=accumulator_dtype)
         )
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         new_ema = tree.update_moment(updates, state.ema, decay, order=1)

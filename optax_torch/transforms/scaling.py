@@ -7,7 +7,13 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule, Schedule
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    ScalarOrSchedule,
+    Schedule,
+    donation_safe,
+)
 
 __all__ = [
     "ScaleByScheduleState",
@@ -38,6 +44,7 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         del params
         return ScaleState()
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         return tree.scale(step_size, updates), state
@@ -57,6 +64,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         del params
         return ScaleByScheduleState(count=numerics.zero_count())
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
         step_size = step_size_fn(state.count)

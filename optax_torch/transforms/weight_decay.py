@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule
+from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule, donation_safe
 from optax_torch.transforms.masking import masked
 
 __all__ = ["AddDecayedWeightsState", "WeightDecaySchedule", "add_decayed_weights"]
@@ -44,6 +44,7 @@ def add_decayed_weights(
             return WeightDecaySchedule(count=numerics.zero_count())
         return AddDecayedWeightsState()
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(

@@ -14,6 +14,7 @@ hyperparameter helpers in :mod:`optax_torch.wrappers._hyperparams`.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from torch.optim.optimizer import Optimizer
 
 from optax_torch import tree
-from optax_torch.base import GradientTransformation, with_extra_args_support
+from optax_torch.base import GradientTransformation, is_donation_safe, with_extra_args_support
 from optax_torch.wrappers import _state_layout as layout
 from optax_torch.wrappers._hyperparams import (
     LEARNING_RATE,
@@ -335,7 +336,10 @@ class TorchOptimizer(Optimizer):
             state = write_hyperparams(state, group, self._otx_inject)
         # The adapter owns the state and never reads the old one again: donate its buffers, so
         # moments are updated in place (torch.optim's memory traffic, no second copy of the state).
-        with tree.donate(state, exclude=(grads, params)):
+        # Only to a transformation marked donation-safe (all of the library's are): a custom one
+        # that reads its old state twice always gets an intact state.
+        donating = tree.donate(state, exclude=(grads, params)) if is_donation_safe(tx) else None
+        with donating or contextlib.nullcontext():
             updates, new_state = tx.update(grads, state, params, **extra_args)
 
         new_leaves, spec = tree.flatten(new_state)
