@@ -277,11 +277,6 @@ def test_rss_with_zero_accumulator_and_zero_gradient_matches_optax():
     run_both(lambda L: L.tx.scale_by_rss(initial_accumulator_value=0.0), grads_fn=grads)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEVIATION: optax.scale_by_rss gives 0 where the accumulator is 0 "
-    "(jnp.where(s > 0, rsqrt(s + eps), 0)); optax_torch divides 0 / sqrt(0 + eps), NaN for eps=0",
-)
 def test_rss_eps_zero_zero_gradient_matches_optax():
     def grads(params, k):
         return otree.map(lambda x: torch.where(x > 0.3, x, torch.zeros_like(x)), _grads(params, k))

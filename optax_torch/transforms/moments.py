@@ -363,7 +363,7 @@ def scale_by_rss(
 
     Args:
       initial_accumulator_value: initial value of :math:`s` (must be >= 0).
-      eps: stability term (must be > 0 when the accumulator can be zero).
+      eps: stability term (with ``eps=0``, entries whose accumulator is still 0 give 0).
       eps_in_sqrt: *extension* (not in optax). ``True`` (optax): :math:`\sqrt{s+\epsilon}`;
         ``False`` (``torch.optim.Adagrad``): :math:`\sqrt{s}+\epsilon`.
 
@@ -378,7 +378,12 @@ def scale_by_rss(
         del params
         sum_of_squares = tree.add(state.sum_of_squares, tree.mul(updates, updates))
         outer, inner = (0.0, eps) if eps_in_sqrt else (eps, 0.0)
-        updates = tree.div_sqrt(updates, sum_of_squares, outer, inner)
-        return updates, ScaleByRssState(sum_of_squares=sum_of_squares)
+        scaled = tree.div_sqrt(updates, sum_of_squares, outer, inner)
+        if not isinstance(eps, torch.Tensor) and eps == 0:
+            # 0 / sqrt(0) where nothing has accumulated yet: 0, as in optax.
+            scaled = tree.map(
+                lambda u, s: torch.where(s > 0, u, torch.zeros_like(u)), scaled, sum_of_squares
+            )
+        return scaled, ScaleByRssState(sum_of_squares=sum_of_squares)
 
     return GradientTransformation(init_fn, update_fn)
