@@ -216,45 +216,39 @@ def assert_same_dtypes(actual, expected):
 # --------------------------------------------------------------------------------------------
 
 
+def _map_containers(tree, leaf_fn):
+    """Rebuilds ``tree``'s containers (NamedTuple, dict, list, tuple; ``None`` kept) around
+    ``leaf_fn`` applied to every other leaf."""
+
+    def conv(x):
+        if x is None:
+            return None
+        if _is_namedtuple(x):
+            return type(x)(*(conv(v) for v in x))
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [conv(v) for v in x]
+        if isinstance(x, tuple):
+            return tuple(conv(v) for v in x)
+        return leaf_fn(x)
+
+    return conv(tree)
+
+
 def to_jax(tree):
     """Converts a torch pytree (tensors, ``None``, containers) to the same JAX pytree."""
     import jax.numpy as jnp
 
-    def conv(x):
-        if x is None:
-            return None
-        if _is_namedtuple(x):
-            return type(x)(*(conv(v) for v in x))
-        if isinstance(x, dict):
-            return {k: conv(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [conv(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(conv(v) for v in x)
-        if isinstance(x, torch.Tensor):
-            return jnp.asarray(x.detach().cpu().numpy())
-        return x
-
-    return conv(tree)
+    return _map_containers(
+        tree,
+        lambda x: jnp.asarray(x.detach().cpu().numpy()) if isinstance(x, torch.Tensor) else x,
+    )
 
 
 def to_torch(tree):
     """Converts a JAX / numpy pytree to torch tensors (containers kept)."""
-
-    def conv(x):
-        if x is None:
-            return None
-        if _is_namedtuple(x):
-            return type(x)(*(conv(v) for v in x))
-        if isinstance(x, dict):
-            return {k: conv(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [conv(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(conv(v) for v in x)
-        return torch.from_numpy(np.array(x))
-
-    return conv(tree)
+    return _map_containers(tree, lambda x: torch.from_numpy(np.array(x)))
 
 
 def clone_tree(tree):
