@@ -3,13 +3,16 @@
 An optimizer is a chain of small pure transformations over pytrees of tensors. The same chain
 runs functionally (``tx.update``; ``torch.func`` / ``torch.compile`` / differentiable), as a
 ``torch.optim.Optimizer`` (:class:`TorchOptimizer`), and behind drop-in replacements for
-``torch.optim`` (:mod:`optax_torch.compat`).
+``torch.optim`` (:mod:`optax_torch.compat`). Newer optimizers live in :mod:`optax_torch.contrib`.
 """
 
+from optax_torch import alias as _alias
+from optax_torch import contrib, tree
+from optax_torch import linear_algebra as _linear_algebra
 from optax_torch import schedules as _schedules
 from optax_torch import transforms as _transforms
-from optax_torch import tree
-from optax_torch.alias import adagrad, adam, adamw, amsgrad, nadam, nadamw, rmsprop, sgd
+from optax_torch import wrappers as _wrappers
+from optax_torch.alias import *  # noqa: F403
 from optax_torch.base import (
     EmptyState,
     GradientTransformation,
@@ -28,13 +31,12 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 from optax_torch.combine import PartitionState, chain, multi_transform, named_chain, partition
+from optax_torch.linear_algebra import *  # noqa: F403
 from optax_torch.numerics import safe_increment
 from optax_torch.schedules import *  # noqa: F403
-from optax_torch.schedules import __all__ as _schedules_all
 from optax_torch.transforms import *  # noqa: F403
-from optax_torch.transforms import __all__ as _transforms_all
 from optax_torch.update import apply_updates, incremental_update, periodic_update
-from optax_torch.wrappers import TorchOptimizer
+from optax_torch.wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -46,36 +48,28 @@ __all__ = [
     "Params",
     "PartitionState",
     "ScalarOrSchedule",
-    "TorchOptimizer",
     "Updates",
-    "adagrad",
-    "adam",
-    "adamw",
-    "amsgrad",
     "apply_updates",
     "chain",
+    "contrib",
     "donation_safe",
     "identity",
     "incremental_update",
     "init_empty_state",
     "is_donation_safe",
     "multi_transform",
-    "nadam",
-    "nadamw",
     "named_chain",
     "partition",
     "periodic_update",
-    "rmsprop",
     "safe_increment",
     "set_to_zero",
-    "sgd",
     "stateless",
     "stateless_with_tree_map",
     "tree",
     "with_extra_args_support",
 ]
-__all__ += _transforms.__all__
-__all__ += _schedules.__all__
+for _module in (_alias, _transforms, _schedules, _wrappers, _linear_algebra):
+    __all__ += [name for name in _module.__all__ if name not in __all__]
 
 
 def _register_safe_states() -> None:
@@ -87,8 +81,9 @@ def _register_safe_states() -> None:
     import torch
 
     classes = [EmptyState, PartitionState]
-    for name in (*_transforms_all, *_schedules_all):
-        obj = globals()[name]
+    candidates = [globals()[name] for name in __all__]
+    candidates += [getattr(contrib, name) for name in contrib.__all__]
+    for obj in candidates:
         if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
             classes.append(obj)
     torch.serialization.add_safe_globals(classes)

@@ -9,87 +9,21 @@ dict key, so optax_torch's state layout must be optax's (optax's ``MaskedNode`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 import pytest
 import torch
 from conftest import Pair, assert_trees_close, like_tree, make_tree, to_jax, with_none_like
+from optax_ref import ATOL, RTOL, STEPS, grads_tree, inverse_time_schedule, params_tree, run_both
 
 import optax_torch as otx
 from optax_torch import tree as otree
 
-assert jax.config.jax_enable_x64, "conftest enables float64 in JAX"
-
-RTOL = 1e-10
-ATOL = 1e-12
-STEPS = 20
-
-
-@dataclass(frozen=True)
-class Lib:
-    """What a builder needs to write one transformation for either library."""
-
-    name: str
-    tx: Any  # the optax / optax_torch module
-    float32: Any
-    float64: Any
-    bfloat16: Any
-
-    def sched(self, schedule):
-        """optax's schedules compute in float32 for an int32 count even with x64 (optax_torch's in
-        float64): give optax the count as float64 so that both are float64 references."""
-        if self.name == "torch":
-            return schedule
-        return lambda count: schedule(jnp.asarray(count, jnp.float64))
-
-    def f64(self, count):
-        """A step count as float64 (torch: int tensor * float would be float32)."""
-        return count.to(torch.float64) if self.name == "torch" else jnp.asarray(count, jnp.float64)
-
-
-TORCH = Lib("torch", otx, torch.float32, torch.float64, torch.bfloat16)
-JAX = Lib("jax", optax, jnp.float32, jnp.float64, jnp.bfloat16)
-
-
-def _params(with_none: bool = False):
-    return make_tree(0, dtypes=(torch.float64,), with_none=with_none)
-
-
-def _grads(params, k: int):
-    g = like_tree(otree.map(lambda x: x, params), seed=1000 + k)
-    return with_none_like(g, params)
-
-
-def run_both(build, steps: int = STEPS, with_none=False, rtol=RTOL, atol=ATOL, grads_fn=None):
-    """Runs ``build(TORCH)`` and ``build(JAX)`` side by side; compares init states, then updates,
-    states and (separately tracked) params after every step."""
-    params_t = _params(with_none)
-    params_j = to_jax(params_t)
-    tx_t, tx_j = build(TORCH), build(JAX)
-    st_t, st_j = tx_t.init(params_t), tx_j.init(params_j)
-    assert_trees_close(st_t, st_j, rtol=rtol, atol=atol)
-    for k in range(steps):
-        g = (grads_fn or _grads)(params_t, k)
-        u_t, st_t = tx_t.update(g, st_t, params_t)
-        u_j, st_j = tx_j.update(to_jax(g), st_j, params_j)
-        try:
-            assert_trees_close(u_t, u_j, rtol=rtol, atol=atol)
-            assert_trees_close(st_t, st_j, rtol=rtol, atol=atol)
-        except AssertionError as e:
-            raise AssertionError(f"step {k}: {e}") from None
-        params_t = otx.apply_updates(params_t, u_t)
-        params_j = optax.apply_updates(params_j, u_j)
-        assert_trees_close(params_t, params_j, rtol=rtol, atol=atol)
-    return params_t
-
-
-def _schedule(L: Lib):
-    """An inverse-time schedule written for both libraries."""
-    return lambda count: 0.1 / (1.0 + 0.3 * L.f64(count))
+_params = params_tree
+_grads = grads_tree
+_schedule = inverse_time_schedule
 
 
 def _mask(p):

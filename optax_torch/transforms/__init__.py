@@ -1,73 +1,65 @@
 """Gradient transformations, one family per module."""
 
-from optax_torch.transforms.clipping import (
-    ClipByGlobalNormState,
-    ClipState,
-    clip,
-    clip_by_global_norm,
+from optax_torch.transforms import (
+    adaptive,
+    clipping,
+    conditionality,
+    constraints,
+    factorized,
+    freezing,
+    lbfgs,
+    linesearch,
+    masking,
+    moments,
+    momentum,
+    monitoring,
+    noise,
+    normalization,
+    scaling,
+    sign,
+    step_size,
+    weight_decay,
 )
-from optax_torch.transforms.masking import MaskedState, masked
-from optax_torch.transforms.moments import (
-    ScaleByAdamState,
-    ScaleByAmsgradState,
-    ScaleByNadamState,
-    ScaleByRmsState,
-    ScaleByRmsWithCountState,
-    ScaleByRssState,
-    ScaleByRStdDevState,
-    ScaleByRStdDevWithCountState,
-    scale_by_adam,
-    scale_by_amsgrad,
-    scale_by_nadam,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_stddev,
-)
-from optax_torch.transforms.momentum import EmaState, TraceState, ema, trace
-from optax_torch.transforms.scaling import (
-    ScaleByScheduleState,
-    ScaleState,
-    scale,
-    scale_by_learning_rate,
-    scale_by_schedule,
-)
-from optax_torch.transforms.weight_decay import (
-    AddDecayedWeightsState,
-    WeightDecaySchedule,
-    add_decayed_weights,
-)
+from optax_torch.transforms.adaptive import *  # noqa: F403
+from optax_torch.transforms.clipping import *  # noqa: F403
+from optax_torch.transforms.conditionality import *  # noqa: F403
+from optax_torch.transforms.constraints import *  # noqa: F403
+from optax_torch.transforms.factorized import *  # noqa: F403
+from optax_torch.transforms.freezing import *  # noqa: F403
+from optax_torch.transforms.lbfgs import *  # noqa: F403
+from optax_torch.transforms.linesearch import *  # noqa: F403
+from optax_torch.transforms.masking import *  # noqa: F403
+from optax_torch.transforms.moments import *  # noqa: F403
+from optax_torch.transforms.momentum import *  # noqa: F403
+from optax_torch.transforms.monitoring import *  # noqa: F403
+from optax_torch.transforms.noise import *  # noqa: F403
+from optax_torch.transforms.normalization import *  # noqa: F403
+from optax_torch.transforms.scaling import *  # noqa: F403
+from optax_torch.transforms.sign import *  # noqa: F403
+from optax_torch.transforms.step_size import *  # noqa: F403
+from optax_torch.transforms.weight_decay import *  # noqa: F403
 
-__all__ = [
-    "AddDecayedWeightsState",
-    "ClipByGlobalNormState",
-    "ClipState",
-    "EmaState",
-    "MaskedState",
-    "ScaleByAdamState",
-    "ScaleByAmsgradState",
-    "ScaleByNadamState",
-    "ScaleByRStdDevState",
-    "ScaleByRStdDevWithCountState",
-    "ScaleByRmsState",
-    "ScaleByRmsWithCountState",
-    "ScaleByRssState",
-    "ScaleByScheduleState",
-    "ScaleState",
-    "TraceState",
-    "WeightDecaySchedule",
-    "add_decayed_weights",
-    "clip",
-    "clip_by_global_norm",
-    "ema",
-    "masked",
-    "scale",
-    "scale_by_adam",
-    "scale_by_amsgrad",
-    "scale_by_learning_rate",
-    "scale_by_nadam",
-    "scale_by_rms",
-    "scale_by_rss",
-    "scale_by_schedule",
-    "scale_by_stddev",
-    "trace",
+__all__: list[str] = [
+    name
+    for module in (
+        adaptive,
+        clipping,
+        conditionality,
+        constraints,
+        factorized,
+        freezing,
+        lbfgs,
+        linesearch,
+        masking,
+        moments,
+        momentum,
+        monitoring,
+        noise,
+        normalization,
+        scaling,
+        sign,
+        step_size,
+        weight_decay,
+    )
+    for name in module.__all__
 ]

@@ -1,0 +1,5 @@
+"""Muon: momentum orthogonalized by Newton-Schulz iterations."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Sign-based scalings: sign, Rprop."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Lookahead: slow and fast weights."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

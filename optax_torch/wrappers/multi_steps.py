@@ -1,0 +1,5 @@
+"""Gradient accumulation: MultiSteps."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
