@@ -1,25 +1,23 @@
 """Gradient transformations, one family per module."""
 
-from optax_torch.transforms import (
-    adaptive,
-    clipping,
-    conditionality,
-    constraints,
-    factorized,
-    freezing,
-    lbfgs,
-    linesearch,
-    masking,
-    moments,
-    momentum,
-    monitoring,
-    noise,
-    normalization,
-    scaling,
-    sign,
-    step_size,
-    weight_decay,
-)
+from optax_torch.transforms import adaptive as _adaptive
+from optax_torch.transforms import clipping as _clipping
+from optax_torch.transforms import conditionality as _conditionality
+from optax_torch.transforms import constraints as _constraints
+from optax_torch.transforms import factorized as _factorized
+from optax_torch.transforms import freezing as _freezing
+from optax_torch.transforms import lbfgs as _lbfgs
+from optax_torch.transforms import linesearch as _linesearch
+from optax_torch.transforms import masking as _masking
+from optax_torch.transforms import moments as _moments
+from optax_torch.transforms import momentum as _momentum
+from optax_torch.transforms import monitoring as _monitoring
+from optax_torch.transforms import noise as _noise
+from optax_torch.transforms import normalization as _normalization
+from optax_torch.transforms import scaling as _scaling
+from optax_torch.transforms import sign as _sign
+from optax_torch.transforms import step_size as _step_size
+from optax_torch.transforms import weight_decay as _weight_decay
 from optax_torch.transforms.adaptive import *  # noqa: F403
 from optax_torch.transforms.clipping import *  # noqa: F403
 from optax_torch.transforms.conditionality import *  # noqa: F403
@@ -39,27 +37,31 @@ from optax_torch.transforms.sign import *  # noqa: F403
 from optax_torch.transforms.step_size import *  # noqa: F403
 from optax_torch.transforms.weight_decay import *  # noqa: F403
 
+# Modules are bound under private names: a module and its main function may share a name
+# (``contrib.muon``), and the function wins in this namespace, as in optax.
 __all__: list[str] = [
-    name
-    for module in (
-        adaptive,
-        clipping,
-        conditionality,
-        constraints,
-        factorized,
-        freezing,
-        lbfgs,
-        linesearch,
-        masking,
-        moments,
-        momentum,
-        monitoring,
-        noise,
-        normalization,
-        scaling,
-        sign,
-        step_size,
-        weight_decay,
-    )
-    for name in module.__all__
+    *[
+        name
+        for module in (
+            _adaptive,
+            _clipping,
+            _conditionality,
+            _constraints,
+            _factorized,
+            _freezing,
+            _lbfgs,
+            _linesearch,
+            _masking,
+            _moments,
+            _momentum,
+            _monitoring,
+            _noise,
+            _normalization,
+            _scaling,
+            _sign,
+            _step_size,
+            _weight_decay,
+        )
+        for name in module.__all__
+    ],
 ]
