@@ -1,5 +1,297 @@
-"""Normalisations: centralisation, update-norm and block normalisation, trust ratio, unit-wise norms."""
+"""Normalisations: centralisation, update norm, block norm and RMS, trust ratio, unit-wise norms.
+
+A *block* is one leaf of the parameter tree (a weight vector or matrix). The block-wise scalings
+here need one reduction per leaf, so they compute leaf by leaf (``tree.map``) with plain per-tensor
+ops, which ``torch.compile`` fuses.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import torch
+
+from optax_torch import _validate, numerics, tree
+from optax_torch.base import EmptyState, GradientTransformation, donation_safe
+
+__all__ = [
+    "ScaleByTrustRatioState",
+    "centralize",
+    "normalize_by_update_norm",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
+    "scale_by_trust_ratio",
+    "unitwise_norm",
+]
+
+Num = float | torch.Tensor
+
+ScaleByTrustRatioState = EmptyState
+
+_NO_PARAMS = "{} needs params: call update(updates, state, params)"
+
+
+def _like(s: Num, x: torch.Tensor) -> Num:
+    """A tensor hyperparameter (or per-leaf factor) cast to ``x``'s dtype, so that a 0-d float64
+    value never promotes a float32 leaf (0-d tensors promote each other); numbers pass through."""
+    if isinstance(s, torch.Tensor) and s.dtype != x.dtype and x.is_floating_point():
+        return s.to(x.dtype)
+    return s
+
+
+def _safe_norm(x: torch.Tensor, min_norm: Num) -> torch.Tensor:
+    """``max(||x||_2, min_norm)`` (0-d, ``x``'s dtype); its gradient is zero, not NaN, at 0."""
+    norm = torch.linalg.vector_norm(x)
+    m = _like(min_norm, norm)
+    return torch.where(norm <= m, m, norm)
+
+
+def _safe_rms(x: torch.Tensor, min_rms: Num) -> torch.Tensor:
+    """``max(sqrt(mean(|x|^2)), min_rms)`` (0-d, ``x``'s dtype); NaN-free gradient at 0."""
+    mean_sq = torch.mean(numerics.abs_sq(x))
+    m = _like(min_rms, mean_sq)
+    small = torch.sqrt(mean_sq.detach()) <= m
+    return torch.where(small, m, torch.sqrt(torch.where(small, torch.ones_like(mean_sq), mean_sq)))
+
+
+def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
+    r"""Scales each update block by the L2 norm of its parameter block.
+
+    .. math::
+        u_b \leftarrow u_b \cdot \max(\lVert p_b \rVert_2, \text{min\_scale})
+
+    for every leaf :math:`b` of the tree (a weight vector or matrix). Needs ``params``.
+
+    Args:
+      min_scale: lower bound of the scaling factor (default ``1e-3``).
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_param_block_norm(), otx.scale(-1e-2))
+    """
+    _validate.check_non_negative("min_scale", min_scale)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(_NO_PARAMS.format("scale_by_param_block_norm"))
+        updates = tree.map(lambda u, p: u * _like(_safe_norm(p, min_scale), u), updates, params)
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_param_block_rms(min_scale: Num = 1e-3) -> GradientTransformation:
+    r"""Scales each update block by the root mean square of its parameter block.
+
+    .. math::
+        u_b \leftarrow u_b \cdot \max\big(\sqrt{\operatorname{mean}(p_b^2)}, \text{min\_scale}\big)
+
+    for every leaf :math:`b` of the tree (a weight vector or matrix); Adafactor's relative step
+    size (``multiply_by_parameter_scale``). Needs ``params``.
+
+    Args:
+      min_scale: lower bound of the scaling factor (default ``1e-3``).
+
+    Reference: Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_param_block_rms(), otx.scale(-1e-2))
+    """
+    _validate.check_non_negative("min_scale", min_scale)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(_NO_PARAMS.format("scale_by_param_block_rms"))
+        updates = tree.map(
+            lambda u, p: u * _like(_safe_rms(p, min_scale), u),
+            updates,
+            params,
+        )
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_trust_ratio(
+    min_norm: Num = 0.0,
+    trust_coefficient: Num = 1.0,
+    eps: Num = 0.0,
+) -> GradientTransformation:
+    r"""Scales each update block by its layer-wise *trust ratio* (LARS, LAMB, Fromage).
+
+    For every leaf :math:`b` (a layer's weight vector or matrix), with
+    :math:`\lVert\cdot\rVert_m = \max(\lVert\cdot\rVert_2, \text{min\_norm})`:
+
+    .. math::
+        r_b = \frac{c\, \lVert p_b \rVert_m}{\lVert u_b \rVert_m + \epsilon},\qquad
+        u_b \leftarrow \begin{cases}
+            u_b & \text{if } \lVert p_b \rVert_m = 0 \text{ or } \lVert u_b \rVert_m = 0,\\
+            r_b\, u_b & \text{otherwise,}
+        \end{cases}
+
+    with :math:`c` = ``trust_coefficient``. So (for ``eps=0``) each block's update gets the norm
+    :math:`c\,\lVert p_b\rVert`: the step is relative to the size of the layer. The ratio is 1
+    where a norm is zero (before clipping to ``min_norm``): a zero-initialised layer (e.g. biases)
+    still moves with the raw update, and a zero update stays zero (no ``0/0``). With
+    ``min_norm > 0`` the clipped norms are never zero and the ratio always applies.
+
+    The choice is a ``torch.where`` per leaf (traceable, no host synchronisation). Needs ``params``.
+
+    Args:
+      min_norm: lower bound of both norms (default ``0.0``: no clipping).
+      trust_coefficient: the multiplier :math:`c` of the ratio (default ``1.0``; LARS uses
+        ``1e-3``).
+      eps: added to the update norm in the denominator (default ``0.0``).
+
+    References:
+      You et al., 2017, *Large Batch Training of Convolutional Networks* (LARS),
+      https://arxiv.org/abs/1708.03888;
+      You et al., 2020, *Large Batch Optimization for Deep Learning* (LAMB),
+      https://arxiv.org/abs/1904.00962
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_adam(), otx.scale_by_trust_ratio(), otx.scale(-1e-3))
+    """
+    _validate.check_non_negative("min_norm", min_norm)
+    _validate.check_non_negative("trust_coefficient", trust_coefficient)
+    _validate.check_non_negative("eps", eps)
+
+    def scale_block(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        param_norm = _safe_norm(p, min_norm)
+        update_norm = _safe_norm(u, min_norm)
+        ratio = trust_coefficient * param_norm / (update_norm + eps)
+        zero_norm = (param_norm == 0.0) | (update_norm == 0.0)
+        ratio = torch.where(zero_norm, torch.ones_like(ratio), ratio)
+        return u * _like(ratio, u)
+
+    def init_fn(params):
+        del params
+        return ScaleByTrustRatioState()
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(_NO_PARAMS.format("scale_by_trust_ratio"))
+        return tree.map(scale_block, updates, params), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _subtract_mean(g: torch.Tensor) -> torch.Tensor:
+    if g.ndim > 1:
+        return g - g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g
+
+
+def centralize() -> GradientTransformation:
+    r"""Gradient centralisation: subtracts from each update its mean over all but the first axis.
+
+    .. math::
+        u_{i,\dots} \leftarrow u_{i,\dots} - \operatorname{mean}_{\dots}(u_{i,\dots})
+
+    for leaves of rank :math:`\ge 2`; vectors and scalars pass through unchanged.
+
+    Reference: Yong et al., 2020, https://arxiv.org/abs/2004.01461
+
+    Example::
+
+        >>> tx = otx.chain(otx.centralize(), otx.sgd(0.1))
+    """
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        return tree.map(_subtract_mean, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def normalize_by_update_norm(scale_factor: Num = 1.0, eps: Num = 1e-6) -> GradientTransformation:
+    r"""Divides the updates by their global L2 norm.
+
+    .. math::
+        u \leftarrow \frac{\text{scale\_factor}}{\lVert u \rVert_2 + \epsilon}\, u
+
+    (the norm over all leaves as one vector).
+
+    Args:
+      scale_factor: multiplier of the normalised update (default ``1.0``; ``-1.0`` gives a
+        normalised descent step).
+      eps: added to the norm to avoid dividing by zero (default ``1e-6``).
+
+    Example::
+
+        >>> tx = otx.chain(otx.normalize_by_update_norm(), otx.scale(-0.1))
+    """
+    _validate.check_finite("scale_factor", scale_factor)
+    _validate.check_non_negative("eps", eps)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        g_norm = (tree.norm(updates) + eps) / scale_factor
+        return tree.scale(1.0 / g_norm, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def unitwise_norm(x: torch.Tensor, axis: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    r"""The L2 norm of each *unit* of ``x``, broadcast back to ``x``'s shape.
+
+    A unit is a slice of ``x`` along the reduced ``axis``. With ``axis=None`` the axes follow the
+    usual layer layouts (optax's, inputs first): scalars and vectors (after squeezing size-1 axes):
+    the whole tensor; rank 2 and 3 (``IO`` linear, multi-head linear): axis 0; rank 4 (``HWIO``
+    conv): axes ``(0, 1, 2)``; rank 5 (``DHWIO`` conv): axes ``(0, 1, 2, 3)``. Other ranks need
+    ``axis``.
+
+    .. math::
+        \lVert x \rVert_{unit} = \sqrt{\textstyle\sum_{axis} |x|^2}
+
+    Args:
+      x: the tensor.
+      axis: the axis or axes to reduce over (``None``: from the rank as above).
+
+    Raises:
+      ValueError: for a rank above 5 without ``axis``.
+
+    Example::
+
+        >>> otx.unitwise_norm(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
+        tensor([[5., 1.],
+                [5., 1.]])
+    """
+    sq = numerics.abs_sq(x)
+    if axis is not None:
+        squared_norm = sq.sum(dim=axis, keepdim=True)
+    elif x.squeeze().ndim <= 1:
+        squared_norm = sq.sum().reshape((1,) * x.ndim)
+    elif x.ndim in (2, 3):
+        squared_norm = sq.sum(dim=0, keepdim=True)
+    elif x.ndim == 4:
+        squared_norm = sq.sum(dim=(0, 1, 2), keepdim=True)
+    elif x.ndim == 5:
+        squared_norm = sq.sum(dim=(0, 1, 2, 3), keepdim=True)
+    else:
+        raise ValueError(
+            f"unitwise_norm: expected a tensor of rank 0 to 5, got shape {tuple(x.shape)}; "
+            "pass axis to choose the reduction axes"
+        )
+    return torch.broadcast_to(torch.sqrt(squared_norm), x.shape)
