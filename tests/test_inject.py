@@ -13,7 +13,8 @@ import torch
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, GradientTransformationExtraArgs
 from optax_torch.schedules import (
-    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    WrappedScheduleState,
     inject_hyperparams,
     linear_schedule,
     piecewise_constant_schedule,
@@ -69,7 +70,7 @@ def test_hyperparams_in_state_as_float64_tensors():
     tx = inject_hyperparams(tiny_sgd)(learning_rate=0.1, momentum=0.9)
     assert isinstance(tx, GradientTransformationExtraArgs)
     state = tx.init(_params())
-    assert isinstance(state, InjectHyperparamsState)
+    assert isinstance(state, InjectStatefulHyperparamsState)
     assert set(state.hyperparams) == {"learning_rate", "momentum"}  # nesterov (bool) is static
     for name, value in [("learning_rate", 0.1), ("momentum", 0.9)]:
         h = state.hyperparams[name]
@@ -272,9 +273,14 @@ def test_count_saturates():
     sched = linear_schedule(1.0, 0.5, 10)
     tx = inject_hyperparams(tiny_sgd)(learning_rate=sched)
     state = tx.init(_params())
-    state = state._replace(count=torch.tensor(INT32_MAX, dtype=torch.int32))
+    big = torch.tensor(INT32_MAX, dtype=torch.int32)
+    state = state._replace(
+        count=big, hyperparams_states={"learning_rate": WrappedScheduleState(count=big)}
+    )
     _, state = tx.update(_grads(), state, _params())
     assert state.count.item() == INT32_MAX and state.count.dtype == torch.int32
+    lr_count = state.hyperparams_states["learning_rate"].count
+    assert lr_count.item() == INT32_MAX and lr_count.dtype == torch.int32
     assert state.hyperparams["learning_rate"].item() == 0.5
 
 
@@ -289,7 +295,7 @@ def test_state_round_trips_through_weights_only_load():
     buffer.seek(0)
     with torch.serialization.safe_globals([TraceState]):  # the test's own inner state type
         loaded = torch.load(buffer, weights_only=True)
-    assert isinstance(loaded, InjectHyperparamsState)
+    assert isinstance(loaded, InjectStatefulHyperparamsState)
     _assert_tree_equal(loaded, state)
     assert loaded.hyperparams["momentum"].dtype == torch.float64
     _assert_tree_equal(tx.update(_grads(), loaded, params), tx.update(_grads(), state, params))
@@ -412,3 +418,114 @@ def test_inject_adam_matches_optax(_x64, scheduled):
             assert s_t.hyperparams[name].dtype == torch.float64
             np.testing.assert_allclose(s_t.hyperparams[name].item(), float(value), rtol=1e-15)
     assert int(s_t.count) == int(s_j.count) == 10
+
+
+# --------------------------------------------------------------------------------------------
+# optax 0.2.8's stateful form, and which callables are schedules
+# --------------------------------------------------------------------------------------------
+
+
+class PlateauState(NamedTuple):
+    best: torch.Tensor
+    scale: torch.Tensor
+
+
+class HalveOnPlateau:
+    """A stateful schedule: halves the value whenever the loss ``value`` does not improve."""
+
+    def init(self):
+        return PlateauState(torch.tensor(float("inf"), dtype=torch.float64), torch.tensor(1.0))
+
+    def update(self, state, value=None, **extra_args):
+        value = torch.as_tensor(value, dtype=torch.float64)
+        improved = value < state.best
+        return PlateauState(
+            torch.minimum(value, state.best),
+            torch.where(improved, state.scale, state.scale * 0.5),
+        )
+
+    def __call__(self, state, **extra_args):
+        return 0.1 * state.scale
+
+
+def test_state_has_optax_fields_and_schedule_states():
+    tx = inject_hyperparams(tiny_sgd)(learning_rate=linear_schedule(1.0, 0.5, 10), momentum=0.9)
+    state = tx.init(_params())
+    assert InjectStatefulHyperparamsState._fields == (
+        "count",
+        "hyperparams",
+        "hyperparams_states",
+        "inner_state",
+    )
+    assert set(state.hyperparams_states) == {"learning_rate"}
+    assert state.hyperparams_states["learning_rate"].count.item() == 0
+    _, state = tx.update(_grads(), state, _params())
+    assert state.hyperparams_states["learning_rate"].count.item() == 1
+
+
+def test_stateful_schedule_receives_extra_args():
+    tx = inject_hyperparams(tiny_sgd)(learning_rate=HalveOnPlateau())
+    params, state = _params(), None
+    state = tx.init(params)
+    lrs = []
+    for loss in [3.0, 2.0, 2.5, 2.6, 1.0]:
+        _, state = tx.update(_grads(), state, params, value=loss)
+        lrs.append(state.hyperparams["learning_rate"].item())
+    # the value used at step k is computed from the schedule state before step k's update
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.025])
+
+
+def test_mask_functions_are_not_schedules():
+    """optax would call a mask function with the step count; here it reaches the factory."""
+    seen = []
+
+    def factory(learning_rate, mask=None, weight_fn=None):
+        seen.append((mask, weight_fn))
+        return tiny_sgd(learning_rate)
+
+    mask = lambda p: {"w": True, "b": False}  # noqa: E731
+    weight_fn = lambda p: p  # noqa: E731
+    tx = inject_hyperparams(factory)(learning_rate=lambda c: 0.1, mask=mask, weight_fn=weight_fn)
+    state = tx.init(_params())
+    assert set(state.hyperparams) == {"learning_rate"}
+    assert seen[-1] == (mask, weight_fn)
+
+
+def test_schedule_args_marks_schedules_explicitly():
+    def factory(learning_rate, transform=None):
+        del transform
+        return tiny_sgd(learning_rate)
+
+    double = lambda x: 2 * x  # noqa: E731
+    tx = inject_hyperparams(factory, schedule_args="learning_rate")(
+        learning_rate=lambda c: 0.25, transform=double
+    )
+    state = tx.init(_params())
+    assert set(state.hyperparams) == {"learning_rate"}
+    assert state.hyperparams["learning_rate"].item() == 0.25
+    with pytest.raises(ValueError, match="schedule_args"):
+        inject_hyperparams(factory, schedule_args="nope")
+    with pytest.raises(ValueError, match="both"):
+        inject_hyperparams(factory, static_args="transform", schedule_args="transform")
+    with pytest.raises(TypeError, match="not a schedule"):
+        inject_hyperparams(factory, schedule_args=("learning_rate", "transform"))(
+            learning_rate=0.1, transform="x"
+        )
+
+
+def test_bfloat16_params_keep_exact_hyperparameters():
+    """optax stores b2=0.999 in the params' dtype (1.0 in bfloat16); here it stays float64."""
+    from optax_torch import scale_by_adam
+
+    tx = inject_hyperparams(scale_by_adam)(b2=0.999)
+    state = tx.init({"w": torch.ones(3, dtype=torch.bfloat16)})
+    assert state.hyperparams["b2"].dtype == torch.float64
+    assert state.hyperparams["b2"].item() == 0.999
+
+
+def test_inject_stateful_hyperparams_is_a_deprecated_alias():
+    from optax_torch.schedules import inject_stateful_hyperparams
+
+    with pytest.warns(DeprecationWarning):
+        tx = inject_stateful_hyperparams(tiny_sgd)(learning_rate=0.1)
+    assert isinstance(tx.init(_params()), InjectStatefulHyperparamsState)

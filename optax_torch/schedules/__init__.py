@@ -7,7 +7,15 @@ signatures and values follow ``optax.schedules``.
 """
 
 from optax_torch.base import Schedule
-from optax_torch.schedules._inject import InjectHyperparamsState, inject_hyperparams
+from optax_torch.schedules._inject import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    StatefulSchedule,
+    WrappedSchedule,
+    WrappedScheduleState,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+)
 from optax_torch.schedules._join import join_schedules
 from optax_torch.schedules._schedule import (
     constant_schedule,
@@ -27,12 +35,17 @@ from optax_torch.schedules._schedule import (
 
 __all__ = [
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
     "Schedule",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "WrappedScheduleState",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "exponential_decay",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "join_schedules",
     "linear_onecycle_schedule",
     "linear_schedule",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -20,7 +21,15 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 
-__all__ = ["InjectHyperparamsState", "inject_hyperparams"]
+__all__ = [
+    "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "WrappedScheduleState",
+    "inject_hyperparams",
+    "inject_stateful_hyperparams",
+]
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -38,6 +47,74 @@ class InjectHyperparamsState(NamedTuple):
     count: torch.Tensor
     hyperparams: dict[str, Any]
     inner_state: OptState
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """The state of :func:`inject_hyperparams` (as in optax 0.2.8, which returns this type).
+
+    Attributes:
+      count: 0-d ``int32`` CPU tensor, the number of updates done so far (saturating).
+      hyperparams: ``{name: tensor}``, the current value of every numeric hyperparameter
+        (scheduled ones hold the value used by the latest update, or the initial value after
+        ``init``). Replace an unscheduled entry between steps to change the next update.
+      hyperparams_states: ``{name: schedule state}`` for each scheduled hyperparameter
+        (:class:`WrappedScheduleState` for a plain schedule of the step count).
+      inner_state: the state of the inner transformation.
+    """
+
+    count: torch.Tensor
+    hyperparams: dict[str, Any]
+    hyperparams_states: dict[str, Any]
+    inner_state: OptState
+
+
+@runtime_checkable
+class StatefulSchedule(Protocol):
+    """A schedule with a state of its own (optax's ``StatefulSchedule``).
+
+    ``init()`` gives the initial state, ``update(state, **extra_args)`` the next one, and
+    ``__call__(state, **extra_args)`` the value; the extra arguments are those given to the
+    transformation's ``update`` (e.g. a loss ``value``, for a plateau schedule).
+    """
+
+    def init(self) -> Any: ...
+
+    def update(self, state: Any, **extra_args: Any) -> Any: ...
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any: ...
+
+
+class WrappedScheduleState(NamedTuple):
+    """The state of a :class:`WrappedSchedule`: its own step count."""
+
+    count: torch.Tensor
+
+
+class WrappedSchedule:
+    """A plain schedule (a function of the step count) as a :class:`StatefulSchedule`."""
+
+    def __init__(self, schedule_fn: Callable[[torch.Tensor], Any]):
+        self.schedule_fn = schedule_fn
+
+    def init(self) -> WrappedScheduleState:
+        return WrappedScheduleState(count=numerics.zero_count())
+
+    def update(self, state: WrappedScheduleState, **extra_args: Any) -> WrappedScheduleState:
+        del extra_args
+        return WrappedScheduleState(count=numerics.safe_increment(state.count))
+
+    def __call__(self, state: WrappedScheduleState, **extra_args: Any) -> Any:
+        del extra_args
+        return self.schedule_fn(state.count)
+
+
+def _is_stateful_schedule(value: Any) -> bool:
+    return all(callable(getattr(value, name, None)) for name in ("init", "update", "__call__"))
+
+
+def _never_a_schedule(name: str) -> bool:
+    """Parameters whose callables are functions, not schedules (masks, predicates, ...)."""
+    return name == "mask" or name.endswith(("_mask", "_fn", "_function"))
 
 
 def _is_numeric(value: Any) -> bool:
@@ -81,6 +158,8 @@ def inject_hyperparams(
     inner_factory: Callable[..., GradientTransformation],
     static_args: str | Iterable[str] = (),
     hyperparam_dtype: torch.dtype | None = None,
+    *,
+    schedule_args: str | Iterable[str] | None = None,
 ) -> Callable[..., GradientTransformationExtraArgs]:
     """Wrapper that injects hyperparameters (constants or schedules) into a transformation's state.
 
@@ -103,7 +182,7 @@ def inject_hyperparams(
       >>> scheduled_adam = inject_hyperparams(otx.scale_by_adam)(b1=b1_schedule, b2=0.99)
 
     You may change numeric hyperparameters that were not scheduled through the ``hyperparams``
-    dict of the :class:`InjectHyperparamsState`::
+    dict of the :class:`InjectStatefulHyperparamsState`::
 
       >>> params = {"w": torch.zeros(3)}
       >>> state = scheduled_adam.init(params)
@@ -125,8 +204,17 @@ def inject_hyperparams(
       ``inner_factory`` as they are and are not stored in the state.
     * Schedule outputs are stored as returned (float64 tensors for the schedules of this
       package), cast to ``hyperparam_dtype`` when it is given.
-    * Stateful schedules (optax's ``StatefulSchedule``) are not supported: a schedule is a
-      function of the step count only, so the state has no ``hyperparams_states`` field.
+    * Which callables are schedules: optax treats every callable argument as a schedule unless
+      it is in ``static_args``, so a ``mask`` function would be called with the step count.
+      Here callables given for a parameter named ``mask``, ``*_mask``, ``*_fn`` or
+      ``*_function`` are passed through as they are, and ``schedule_args`` (an *extension*)
+      names the schedules explicitly: when given, every other callable is static.
+
+    The state is an :class:`InjectStatefulHyperparamsState` as in optax 0.2.8:
+    ``hyperparams_states`` holds the state of each scheduled hyperparameter; plain schedules are
+    wrapped in :class:`WrappedSchedule` (a step count of their own), and a
+    :class:`StatefulSchedule` (``init``/``update``/``__call__``) is used as it is, its ``update``
+    and ``__call__`` receiving the extra keyword arguments given to ``update``.
 
     Args:
       inner_factory: a function that returns the inner :class:`GradientTransformation` given
@@ -137,6 +225,9 @@ def inject_hyperparams(
         here. Defaults to ``()``.
       hyperparam_dtype: optional dtype override for the float hyperparameters created from
         Python numbers and from schedule outputs. Defaults to ``None`` (float64).
+      schedule_args: *extension* (not in optax): a string or iterable of strings naming the
+        parameters that are schedules. ``None`` (default): every callable not in
+        ``static_args`` and not named like a function (see above) is a schedule.
 
     Returns:
       A callable that returns a :class:`GradientTransformationExtraArgs`. It accepts the same
@@ -144,7 +235,8 @@ def inject_hyperparams(
       in place of numeric constants.
 
     Raises:
-      ValueError: if ``static_args`` names a parameter ``inner_factory`` does not have.
+      ValueError: if ``static_args`` or ``schedule_args`` names a parameter ``inner_factory``
+        does not have, or a parameter is in both.
       TypeError: if the returned callable is given arguments ``inner_factory`` does not accept.
     """
     static_args = {static_args} if isinstance(static_args, str) else set(static_args)
@@ -157,6 +249,30 @@ def inject_hyperparams(
             "`static_args` must specify a subset of `inner_factory`'s parameters. Given "
             f"`static_args`: {static_args}. `inner_factory` parameters: {set(parameters)}"
         )
+    explicit_schedules: set[str] | None = None
+    if schedule_args is not None:
+        explicit_schedules = (
+            {schedule_args} if isinstance(schedule_args, str) else set(schedule_args)
+        )
+        has_var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        if not has_var_keyword and not explicit_schedules.issubset(parameters):
+            raise ValueError(
+                "`schedule_args` must specify a subset of `inner_factory`'s parameters. Given "
+                f"`schedule_args`: {explicit_schedules}. `inner_factory` parameters: "
+                f"{set(parameters)}"
+            )
+        if explicit_schedules & static_args:
+            raise ValueError(
+                f"parameters {explicit_schedules & static_args} are in both `static_args` and "
+                "`schedule_args`"
+            )
+
+    def is_schedule(name: str, value: Any) -> bool:
+        if not callable(value) or isinstance(value, torch.Tensor):
+            return False
+        if explicit_schedules is not None:
+            return name in explicit_schedules
+        return not _never_a_schedule(name)
 
     @functools.wraps(inner_factory)
     def wrapped_transform(*args: Any, **kwargs: Any) -> GradientTransformationExtraArgs:
@@ -186,14 +302,19 @@ def inject_hyperparams(
                     positional_only.append(name)
                 arguments[name] = value
 
-        sched_hps: dict[str, Callable[[torch.Tensor], Any]] = {}
+        sched_hps: dict[str, Any] = {}  # name -> StatefulSchedule
         numeric_hps: dict[str, Any] = {}
         other_hps: dict[str, Any] = {}
         for name, value in arguments.items():
             if name in static_args or isinstance(value, bool):
                 other_hps[name] = value
-            elif callable(value):
-                sched_hps[name] = value
+            elif is_schedule(name, value):
+                sched_hps[name] = value if _is_stateful_schedule(value) else WrappedSchedule(value)
+            elif explicit_schedules is not None and name in explicit_schedules:
+                raise TypeError(
+                    f"inject_hyperparams({factory_name}): `{name}` is in `schedule_args` but "
+                    f"got a {type(value).__name__}, not a schedule"
+                )
             elif _is_numeric(value):
                 numeric_hps[name] = value
             else:
@@ -207,11 +328,18 @@ def inject_hyperparams(
         def init_fn(params):
             count = numerics.zero_count()
             hparams = {k: _to_hyperparam(v, hyperparam_dtype) for k, v in numeric_hps.items()}
+            sched_states = {k: f.init() for k, f in sched_hps.items()}
             hparams.update(
-                {k: _schedule_value(f(count), hyperparam_dtype) for k, f in sched_hps.items()}
+                {
+                    k: _schedule_value(f(sched_states[k]), hyperparam_dtype)
+                    for k, f in sched_hps.items()
+                }
             )
-            return InjectHyperparamsState(
-                count=count, hyperparams=hparams, inner_state=build(hparams).init(params)
+            return InjectStatefulHyperparamsState(
+                count=count,
+                hyperparams=hparams,
+                hyperparams_states=sched_states,
+                inner_state=build(hparams).init(params),
             )
 
         def update_fn(updates, state, params=None, **extra_args):
@@ -219,20 +347,29 @@ def inject_hyperparams(
             # (e.g. a Python float) are converted like the initial ones.
             hparams = {k: _to_hyperparam(v, hyperparam_dtype) for k, v in state.hyperparams.items()}
             hparams.update(
-                {k: _schedule_value(f(state.count), hyperparam_dtype) for k, f in sched_hps.items()}
+                {
+                    k: _schedule_value(
+                        f(state.hyperparams_states[k], **extra_args), hyperparam_dtype
+                    )
+                    for k, f in sched_hps.items()
+                }
             )
+            sched_states = {
+                k: f.update(state.hyperparams_states[k], **extra_args) for k, f in sched_hps.items()
+            }
             updates, inner_state = build(hparams).update(
                 updates, state.inner_state, params, **extra_args
             )
-            return updates, InjectHyperparamsState(
+            return updates, InjectStatefulHyperparamsState(
                 count=numerics.safe_increment(state.count),
                 hyperparams=hparams,
+                hyperparams_states=sched_states,
                 inner_state=inner_state,
             )
 
         try:  # donation-safe when the inner transformation is (it reads the hyperparameters once)
             probe_hps = dict(numeric_hps)
-            probe_hps.update({k: f(numerics.zero_count()) for k, f in sched_hps.items()})
+            probe_hps.update({k: f(f.init()) for k, f in sched_hps.items()})
             if is_donation_safe(build(probe_hps)):
                 donation_safe(update_fn)
         except Exception:  # pragma: no cover - a factory that rejects plain values: stay safe
@@ -240,3 +377,20 @@ def inject_hyperparams(
         return GradientTransformationExtraArgs(init_fn, update_fn)
 
     return wrapped_transform
+
+
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: torch.dtype | None = None,
+) -> Callable[..., GradientTransformationExtraArgs]:
+    """Deprecated alias of :func:`inject_hyperparams`, which handles stateful schedules too.
+
+    Kept for optax compatibility (deprecated there since 0.1.9); warns ``DeprecationWarning``.
+    """
+    warnings.warn(
+        "inject_stateful_hyperparams is deprecated, use inject_hyperparams instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return inject_hyperparams(inner_factory, static_args, hyperparam_dtype)
