@@ -70,9 +70,15 @@ CASES: dict[str, Any] = {
         inverse_time_schedule(L), momentum=0.5, weight_decay=0.1, eps=1e-4
     ),
     "scale_by_madgrad_no_momentum": lambda L: L.contrib.scale_by_madgrad(0.05, momentum=0.0),
+    # cocob
+    "cocob": lambda L: L.contrib.cocob(),
+    "cocob_options": lambda L: L.contrib.cocob(
+        inverse_time_schedule(L), alpha=10.0, eps=1e-3, weight_decay=0.1, mask=_mask
+    ),
+    "scale_by_cocob": lambda L: L.contrib.scale_by_cocob(alpha=5.0),
 }
 
-NONE_CASES = ["adopt", "ademamix_weight_decay_mask", "simplified_ademamix", "madgrad"]
+NONE_CASES = ["adopt", "ademamix_weight_decay_mask", "simplified_ademamix", "madgrad", "cocob_options"]
 
 
 # optax computes MADGRAD's lambda_k = (lr + eps) * sqrt(k + 1) in float32 even under x64
@@ -131,6 +137,10 @@ INVALID = [
     (lambda: otc.madgrad(0.1, momentum=1.0), "momentum"),
     (lambda: otc.madgrad(0.1, weight_decay=-1.0), "weight_decay"),
     (lambda: otc.scale_by_madgrad(0.1, eps=-1.0), "eps"),
+    (lambda: otc.cocob(float("nan")), "learning_rate"),
+    (lambda: otc.cocob(alpha=-1.0), "alpha"),
+    (lambda: otc.cocob(eps=-1.0), "eps"),
+    (lambda: otc.cocob(weight_decay=-0.1), "weight_decay"),
 ]
 
 
@@ -208,3 +218,13 @@ def test_madgrad_matches_float64_reference():
         z = x0 - S / (G ** (1 / 3) + eps)
         x = (1 - mom) * z + mom * x
         torch.testing.assert_close(p["x"], x, rtol=1e-13, atol=1e-14)
+
+
+def test_cocob_needs_params_and_keeps_init_particles():
+    p = {"w": torch.tensor([1.0, -2.0])}
+    tx = otc.scale_by_cocob()
+    st = tx.init(p)
+    assert st.init_particles["w"] is not p["w"] and torch.equal(st.init_particles["w"], p["w"])
+    torch.testing.assert_close(st.scale["w"], torch.full((2,), 1e-8))
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2)}, st)
