@@ -78,7 +78,13 @@ CASES: dict[str, Any] = {
     "scale_by_cocob": lambda L: L.contrib.scale_by_cocob(alpha=5.0),
 }
 
-NONE_CASES = ["adopt", "ademamix_weight_decay_mask", "simplified_ademamix", "madgrad", "cocob_options"]
+NONE_CASES = [
+    "adopt",
+    "ademamix_weight_decay_mask",
+    "simplified_ademamix",
+    "madgrad",
+    "cocob_options",
+]
 
 
 # optax computes MADGRAD's lambda_k = (lr + eps) * sqrt(k + 1) in float32 even under x64

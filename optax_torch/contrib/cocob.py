@@ -81,7 +81,8 @@ def scale_by_cocob(alpha: Num = 100.0, eps: Num = 1e-8) -> GradientTransformatio
             tree.sub(state.reward, tree.mul(updates, tree.sub(params, p0))), min_value=0.0
         )
         cumulative = tree.sub(state.cumulative_gradients, updates)
-        denom = tree.mul(scale, tree.maximum(tree.add(subgradients, scale), tree.scale(alpha, scale)))
+        wealth_cap = tree.maximum(tree.add(subgradients, scale), tree.scale(alpha, scale))
+        denom = tree.mul(scale, wealth_cap)
         bet = tree.mul(tree.div(cumulative, denom), tree.add(scale, reward))
         out = tree.sub(tree.add(p0, bet), params)
         return out, COCOBState(
