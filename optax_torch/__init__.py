@@ -6,6 +6,9 @@ runs functionally (``tx.update``; ``torch.func`` / ``torch.compile`` / different
 ``torch.optim`` (:mod:`optax_torch.compat`). Newer optimizers live in :mod:`optax_torch.contrib`.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from optax_torch import alias as _alias
 from optax_torch import contrib, tree
 from optax_torch import linear_algebra as _linear_algebra
@@ -20,6 +23,9 @@ from optax_torch.base import (
     OptState,
     Params,
     ScalarOrSchedule,
+    TransformInitFn,
+    TransformUpdateExtraArgsFn,
+    TransformUpdateFn,
     Updates,
     donation_safe,
     identity,
@@ -30,19 +36,46 @@ from optax_torch.base import (
     stateless_with_tree_map,
     with_extra_args_support,
 )
-from optax_torch.combine import PartitionState, chain, multi_transform, named_chain, partition
+from optax_torch.combine import (
+    MultiTransformState,
+    PartitionState,
+    chain,
+    multi_transform,
+    named_chain,
+    partition,
+)
 from optax_torch.linear_algebra import *  # noqa: F403
-from optax_torch.numerics import safe_increment
+from optax_torch.numerics import (
+    safe_increment,
+    safe_int32_increment,
+    safe_norm,
+    safe_root_mean_squares,
+)
 from optax_torch.schedules import *  # noqa: F403
 from optax_torch.transforms import *  # noqa: F403
-from optax_torch.update import apply_updates, incremental_update, periodic_update
+from optax_torch.tree import (
+    bias_correction,
+    update_infinity_moment,
+    update_moment,
+    update_moment_per_elem_norm,
+)
+from optax_torch.tree import map_params as tree_map_params
+from optax_torch.update import apply_updates, incremental_update, periodic_update, scale_gradient
 from optax_torch.wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
 
+MaskOrFn = Any | Callable[[Params], Any] | None
+"""A mask tree (booleans, a prefix of the params) or a function ``params -> mask``, or ``None``."""
+
 __all__ = [
     "EmptyState",
     "GradientTransformation",
+    "MaskOrFn",
+    "MultiTransformState",
+    "TransformInitFn",
+    "TransformUpdateExtraArgsFn",
+    "TransformUpdateFn",
     "GradientTransformationExtraArgs",
     "OptState",
     "Params",
@@ -50,6 +83,7 @@ __all__ = [
     "ScalarOrSchedule",
     "Updates",
     "apply_updates",
+    "bias_correction",
     "chain",
     "contrib",
     "donation_safe",
@@ -62,10 +96,18 @@ __all__ = [
     "partition",
     "periodic_update",
     "safe_increment",
+    "safe_int32_increment",
+    "safe_norm",
+    "safe_root_mean_squares",
+    "scale_gradient",
     "set_to_zero",
     "stateless",
     "stateless_with_tree_map",
     "tree",
+    "tree_map_params",
+    "update_infinity_moment",
+    "update_moment",
+    "update_moment_per_elem_norm",
     "with_extra_args_support",
 ]
 for _module in (_alias, _transforms, _schedules, _wrappers, _linear_algebra):

@@ -17,7 +17,14 @@ from optax_torch.base import (
 )
 from optax_torch.transforms.masking import masked
 
-__all__ = ["PartitionState", "chain", "multi_transform", "named_chain", "partition"]
+__all__ = [
+    "MultiTransformState",
+    "PartitionState",
+    "chain",
+    "multi_transform",
+    "named_chain",
+    "partition",
+]
 
 
 def _has_none(updates: PyTree) -> bool:
@@ -110,6 +117,10 @@ class PartitionState(NamedTuple):
     """State of :func:`partition`: one inner state per label."""
 
     inner_states: dict[Hashable, OptState]
+
+
+MultiTransformState = PartitionState
+"""optax's older name of :class:`PartitionState`."""
 
 
 def partition(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["abs_sq", "safe_increment", "safe_norm", "safe_root_mean_squares", "zero_count"]
+__all__ = [
+    "abs_sq",
+    "safe_increment",
+    "safe_int32_increment",
+    "safe_norm",
+    "safe_root_mean_squares",
+    "zero_count",
+]
 
 
 def zero_count() -> torch.Tensor:
@@ -23,6 +30,10 @@ def safe_increment(count: torch.Tensor) -> torch.Tensor:
         return count + 1
     max_value = torch.iinfo(count.dtype).max
     return torch.where(count < max_value, count + 1, torch.full_like(count, max_value))
+
+
+safe_int32_increment = safe_increment
+"""optax's name of :func:`safe_increment` (for the int32 step counters)."""
 
 
 def abs_sq(x: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from optax_torch import tree
 from optax_torch.base import Params, Updates
 
-__all__ = ["apply_updates", "incremental_update", "periodic_update"]
+__all__ = ["apply_updates", "incremental_update", "periodic_update", "scale_gradient"]
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -58,3 +60,20 @@ def periodic_update(
     ``old_tensors``. Traceable: the choice is a ``torch.where``, not a Python branch."""
     cond = torch.as_tensor(steps) % update_period == 0
     return tree.where(cond, new_tensors, old_tensors)
+
+
+def scale_gradient(inputs: Any, scale: float | torch.Tensor) -> Any:
+    """Returns ``inputs`` unchanged in the forward pass; scales their gradient by ``scale``.
+
+    ``x.detach() + (x - x.detach()) * scale``: the value is exactly ``x`` and the derivative is
+    ``scale``. ``scale == 1`` returns the inputs; ``scale == 0`` detaches them.
+
+    Example::
+
+        >>> y = otx.scale_gradient(x, 0.1)  # y == x; dL/dx = 0.1 * dL/dy
+    """
+    if not isinstance(scale, torch.Tensor) and scale == 1.0:
+        return inputs
+    if not isinstance(scale, torch.Tensor) and scale == 0.0:
+        return tree.map(lambda x: x.detach(), inputs)
+    return tree.map(lambda x: x.detach() + (x - x.detach()) * scale, inputs)

@@ -537,8 +537,71 @@ def test_get_finds_unique_field_or_key():
     assert otree.get(s, "nope", default=None) is None
     with pytest.raises(KeyError, match="no field named 'nope'"):
         otree.get(s, "nope")
-    with pytest.raises(KeyError, match="ambiguous"):
+    with pytest.raises(KeyError, match="2 fields match 'count', at '0/0/inner/count', '1/0/inner"):
         otree.get((s, s), "count")
+    assert otree.get((s, s), "1/0/inner/count").item() == 3  # a path picks one
+    assert otree.get((s, s), (1, 0, "inner", "count")).item() == 3
+    assert otree.get((s, s), "count", filtering=lambda path, v: path[0] == 0).item() == 3
+
+
+def test_get_prefers_the_value_over_a_schedule_state():
+    """An injected optimizer has ``hyperparams["learning_rate"]`` and the schedule's state under
+    ``hyperparams_states["learning_rate"]``: ``get`` returns the value (optax raises)."""
+    tx = otx.inject_hyperparams(otx.adam)(learning_rate=lambda c: 0.1 / (c + 1))
+    state = tx.init({"w": torch.ones(2)})
+    _, state = tx.update({"w": torch.ones(2)}, state, {"w": torch.ones(2)})
+    assert otree.get(state, "learning_rate").item() == pytest.approx(0.1)
+    paths = [p for p, _ in otree.get_all_with_path(state, "learning_rate")]
+    assert paths == [("hyperparams", "learning_rate"), ("hyperparams_states", "learning_rate")]
+
+
+def test_set_raises_on_unknown_names_and_filters():
+    s = _state()
+    with pytest.raises(KeyError, match="nope"):
+        otree.set(s, nope=1)
+    both = otree.set((s, s), lambda path, v: path[0] == 1, count=torch.tensor(9))
+    assert otree.get(both, "0/0/inner/count").item() == 3
+    assert otree.get(both, "1/0/inner/count").item() == 9
+
+
+def test_map_params_maps_the_copies_of_the_params():
+    params = {"w": torch.ones(2, 3), "b": [torch.zeros(3)]}
+    tx = otx.chain(otx.clip_by_global_norm(1.0), otx.adam(0.1))
+    state = tx.init(params)
+    shapes = otree.map_params(tx, lambda x: tuple(x.shape), state, transform_non_params=lambda v: 0)
+    adam_state = shapes[1][0]
+    assert adam_state.count == 0
+    assert adam_state.mu == {"w": (2, 3), "b": [(3,)]} and adam_state.nu == adam_state.mu
+    # extra trees shaped like the params are passed along
+    pairs = otree.map_params(tx.init, lambda x, y: y, state, params)
+    assert pairs[1][0].mu["w"] is params["w"]
+
+
+def test_dtype_size_real_conj_allclose_batch_shape_random_like():
+    t = {"a": torch.ones(2, dtype=torch.float32), "b": torch.ones(3, dtype=torch.float64)}
+    assert otree.size(t) == 5
+    with pytest.raises(ValueError, match="several dtypes"):
+        otree.dtype(t)
+    assert otree.dtype(t, "promote") == torch.float64
+    assert otree.dtype(t, "highest") == torch.float64
+    assert otree.dtype(t, "lowest") == torch.float32
+    with pytest.raises(ValueError, match="no highest"):
+        otree.dtype(
+            {"x": torch.ones(1, dtype=torch.bfloat16), "y": torch.ones(1, dtype=torch.half)},
+            "highest",
+        )
+    c = {"z": torch.tensor([1 + 2j, 3 - 1j])}
+    assert torch.equal(otree.real(c)["z"], torch.tensor([1.0, 3.0]))
+    assert torch.equal(otree.conj(c)["z"], torch.tensor([1 - 2j, 3 + 1j]))
+    assert otree.allclose(t, otree.map(lambda x: x + 1e-9, t))
+    assert not otree.allclose(t, otree.map(lambda x: x + 1e-3, t))
+    assert not otree.allclose(t, {"a": t["a"]})
+    assert otree.batch_shape(t, (4,))["b"].shape == (4, 3)
+    r1 = otree.random_like(0, t)
+    r2 = otree.random_like(torch.Generator().manual_seed(0), t)
+    assert otree.allclose(r1, r2, rtol=0, atol=0) and r1["b"].dtype == torch.float64
+    u = otree.random_like(1, t, sampler=torch.rand, dtype=torch.float64)
+    assert all(x.min() >= 0 and x.max() < 1 for x in otree.leaves(u))
 
 
 def test_get_reads_real_optimizer_state():
