@@ -76,6 +76,19 @@ CASES: dict[str, Any] = {
         inverse_time_schedule(L), alpha=10.0, eps=1e-3, weight_decay=0.1, mask=_mask
     ),
     "scale_by_cocob": lambda L: L.contrib.scale_by_cocob(alpha=5.0),
+    # dog, dowg
+    "dog": lambda L: L.contrib.dog(),
+    "dog_distance": lambda L: L.contrib.dog(init_step=("distance", 0.1), eps=1e-4),
+    "dog_learning_rate": lambda L: L.contrib.dog(
+        inverse_time_schedule(L), init_step=("learning_rate", 0.05), weight_decay=0.1
+    ),
+    "dog_heuristic_mask": lambda L: L.contrib.dog(
+        0.5, init_step=("heuristic", 1e-2), weight_decay=0.05, mask=_mask
+    ),
+    "dowg": lambda L: L.contrib.dowg(),
+    "dowg_options": lambda L: L.contrib.dowg(
+        inverse_time_schedule(L), init_estim_sq_dist=0.01, eps=1e-3, weight_decay=0.1, mask=_mask
+    ),
 }
 
 NONE_CASES = [
@@ -84,6 +97,8 @@ NONE_CASES = [
     "simplified_ademamix",
     "madgrad",
     "cocob_options",
+    "dog_learning_rate",
+    "dowg_options",
 ]
 
 
@@ -147,6 +162,16 @@ INVALID = [
     (lambda: otc.cocob(alpha=-1.0), "alpha"),
     (lambda: otc.cocob(eps=-1.0), "eps"),
     (lambda: otc.cocob(weight_decay=-0.1), "weight_decay"),
+    (lambda: otc.dog(float("nan")), "learning_rate"),
+    (lambda: otc.dog(init_step=("bogus", 1.0)), "init_step"),  # type: ignore[arg-type]
+    (lambda: otc.dog(init_step=("distance", -1.0)), "init_step"),
+    (lambda: otc.dog(init_step=("learning_rate", float("inf"))), "init_step"),
+    (lambda: otc.dog(eps=-1.0), "eps"),
+    (lambda: otc.dog(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.dowg(float("inf")), "learning_rate"),
+    (lambda: otc.dowg(init_estim_sq_dist=-1.0), "init_estim_sq_dist"),
+    (lambda: otc.dowg(eps=-1.0), "eps"),
+    (lambda: otc.dowg(weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -234,3 +259,30 @@ def test_cocob_needs_params_and_keeps_init_particles():
     torch.testing.assert_close(st.scale["w"], torch.full((2,), 1e-8))
     with pytest.raises(ValueError, match="params"):
         tx.update({"w": torch.ones(2)}, st)
+
+
+@pytest.mark.parametrize("make", [otc.scale_by_dog, otc.scale_by_dowg])
+def test_dog_dowg_need_params(make):
+    tx = make(("heuristic", 1e-6)) if make is otc.scale_by_dog else make()
+    p = {"w": torch.ones(2)}
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2)}, tx.init(p))
+
+
+def test_dog_first_step_learning_rate():
+    """With ("learning_rate", eta) the first update is exactly -eta * g."""
+    p = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    g = {"w": torch.tensor([0.5, 3.0], dtype=torch.float64)}
+    tx = otc.dog(init_step=("learning_rate", 0.25))
+    u, _ = tx.update(g, tx.init(p), p)
+    torch.testing.assert_close(u["w"], -0.25 * g["w"], rtol=0, atol=0)
+
+
+def test_dog_state_scalars_take_the_lowest_param_dtype():
+    p = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float32)}
+    st = otc.scale_by_dog(("heuristic", 1e-6)).init(p)
+    assert st.max_dist.dtype == st.sum_sq_norm_grads.dtype == torch.float32
+    g = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float32)}
+    u, st = otc.scale_by_dog(("heuristic", 1e-6)).update(g, st, p)
+    assert u["a"].dtype == torch.float64 and u["b"].dtype == torch.float32
+    assert st.max_dist.dtype == torch.float32
