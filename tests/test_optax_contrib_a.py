@@ -7,6 +7,7 @@ step) in float64 (rtol 1e-10) and float32 (float32 tolerances).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -89,6 +90,20 @@ CASES: dict[str, Any] = {
     "dowg_options": lambda L: L.contrib.dowg(
         inverse_time_schedule(L), init_estim_sq_dist=0.01, eps=1e-3, weight_decay=0.1, mask=_mask
     ),
+    # prodigy
+    "prodigy": lambda L: L.contrib.prodigy(),
+    "prodigy_options": lambda L: L.contrib.prodigy(
+        L.sched(L.tx.linear_schedule(1.0, 0.0, 25)),
+        betas=(0.8, 0.99),
+        beta3=0.9,
+        eps=1e-6,
+        estim_lr0=1e-3,
+        estim_lr_coef=2.0,
+        weight_decay=0.1,
+    ),
+    "prodigy_safeguard_warmup": lambda L: L.contrib.prodigy(
+        L.sched(L.tx.linear_schedule(0.0, 1.0, 5)), safeguard_warmup=True, estim_lr0=1e-4
+    ),
 }
 
 NONE_CASES = [
@@ -99,6 +114,7 @@ NONE_CASES = [
     "cocob_options",
     "dog_learning_rate",
     "dowg_options",
+    "prodigy_options",
 ]
 
 
@@ -172,6 +188,14 @@ INVALID = [
     (lambda: otc.dowg(init_estim_sq_dist=-1.0), "init_estim_sq_dist"),
     (lambda: otc.dowg(eps=-1.0), "eps"),
     (lambda: otc.dowg(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.prodigy(float("nan")), "learning_rate"),
+    (lambda: otc.prodigy(betas=(1.0, 0.9)), "betas"),
+    (lambda: otc.prodigy(betas=(0.9, -0.1)), "betas"),
+    (lambda: otc.prodigy(beta3=1.5), "beta3"),
+    (lambda: otc.prodigy(eps=-1.0), "eps"),
+    (lambda: otc.prodigy(estim_lr0=0.0), "estim_lr0"),
+    (lambda: otc.prodigy(estim_lr_coef=-1.0), "estim_lr_coef"),
+    (lambda: otc.prodigy(weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -286,3 +310,27 @@ def test_dog_state_scalars_take_the_lowest_param_dtype():
     u, st = otc.scale_by_dog(("heuristic", 1e-6)).update(g, st, p)
     assert u["a"].dtype == torch.float64 and u["b"].dtype == torch.float32
     assert st.max_dist.dtype == torch.float32
+
+
+def test_prodigy_estimate_grows_on_a_quadratic():
+    """d (estim_lr) starts at estim_lr0 and grows by orders of magnitude towards the scale of
+    the distance to the solution; it never decreases."""
+    target = torch.full((10,), 3.0, dtype=torch.float64)
+    p = {"x": torch.zeros(10, dtype=torch.float64)}
+    tx = otc.prodigy()
+    st = tx.init(p)
+    ds = [st.estim_lr.item()]
+    for _ in range(100):
+        u, st = tx.update({"x": p["x"] - target}, st, p)
+        p = otx.apply_updates(p, u)
+        ds.append(st.estim_lr.item())
+    assert all(b >= a for a, b in itertools.pairwise(ds))
+    assert ds[0] == 1e-6 and ds[-1] > 1e-1
+    assert torch.linalg.vector_norm(p["x"] - target) < torch.linalg.vector_norm(target)
+
+
+def test_prodigy_needs_params():
+    tx = otc.prodigy()
+    p = {"w": torch.ones(2)}
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2)}, tx.init(p))
