@@ -104,6 +104,15 @@ CASES: dict[str, Any] = {
     "prodigy_safeguard_warmup": lambda L: L.contrib.prodigy(
         L.sched(L.tx.linear_schedule(0.0, 1.0, 5)), safeguard_warmup=True, estim_lr0=1e-4
     ),
+    # dadapt_adamw
+    "dadapt_adamw": lambda L: L.contrib.dadapt_adamw(),
+    "dadapt_adamw_options": lambda L: L.contrib.dadapt_adamw(
+        L.sched(L.tx.linear_schedule(1.0, 0.1, 25)),
+        betas=(0.8, 0.99),
+        eps=1e-6,
+        estim_lr0=1e-3,
+        weight_decay=0.1,
+    ),
 }
 
 NONE_CASES = [
@@ -115,6 +124,7 @@ NONE_CASES = [
     "dog_learning_rate",
     "dowg_options",
     "prodigy_options",
+    "dadapt_adamw_options",
 ]
 
 
@@ -196,6 +206,12 @@ INVALID = [
     (lambda: otc.prodigy(estim_lr0=0.0), "estim_lr0"),
     (lambda: otc.prodigy(estim_lr_coef=-1.0), "estim_lr_coef"),
     (lambda: otc.prodigy(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.dadapt_adamw(float("nan")), "learning_rate"),
+    (lambda: otc.dadapt_adamw(betas=(1.0, 0.9)), "betas"),
+    (lambda: otc.dadapt_adamw(betas=(0.9, 1.0)), "betas"),
+    (lambda: otc.dadapt_adamw(eps=-1.0), "eps"),
+    (lambda: otc.dadapt_adamw(estim_lr0=-1.0), "estim_lr0"),
+    (lambda: otc.dadapt_adamw(weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -331,6 +347,30 @@ def test_prodigy_estimate_grows_on_a_quadratic():
 
 def test_prodigy_needs_params():
     tx = otc.prodigy()
+    p = {"w": torch.ones(2)}
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2)}, tx.init(p))
+
+
+def test_dadapt_adamw_estimate_grows_on_a_quadratic():
+    """d (estim_lr) starts at estim_lr0, never decreases, and grows to the order of the initial
+    distance to the solution in the infinity norm (3 here); the iterates converge."""
+    target = torch.full((10,), 3.0, dtype=torch.float64)
+    p = {"x": torch.zeros(10, dtype=torch.float64)}
+    tx = otc.dadapt_adamw()
+    st = tx.init(p)
+    ds = [st.estim_lr.item()]
+    for _ in range(200):
+        u, st = tx.update({"x": p["x"] - target}, st, p)
+        p = otx.apply_updates(p, u)
+        ds.append(st.estim_lr.item())
+    assert all(b >= a for a, b in itertools.pairwise(ds))
+    assert ds[0] == 1e-6 and 1.0 < ds[-1] < 30.0
+    assert torch.linalg.vector_norm(p["x"] - target, ord=float("inf")) < 0.1
+
+
+def test_dadapt_adamw_needs_params():
+    tx = otc.dadapt_adamw()
     p = {"w": torch.ones(2)}
     with pytest.raises(ValueError, match="params"):
         tx.update({"w": torch.ones(2)}, tx.init(p))
