@@ -113,6 +113,23 @@ CASES: dict[str, Any] = {
         estim_lr0=1e-3,
         weight_decay=0.1,
     ),
+    # momo, momo_adam (need the loss value: see _momo_value)
+    "momo": lambda L: L.contrib.momo(),
+    "momo_options": lambda L: L.contrib.momo(
+        inverse_time_schedule(L), beta=0.8, lower_bound=-1.0, weight_decay=0.1
+    ),
+    # (a Python-float lr: with a float64 schedule and float32 params optax's lax.cond fails on
+    # float32 vs float64 branches)
+    "momo_adapt_lower_bound": lambda L: L.contrib.momo(
+        0.5, lower_bound=-5.0, weight_decay=0.05, adapt_lower_bound=True
+    ),
+    "momo_adam": lambda L: L.contrib.momo_adam(),
+    "momo_adam_options": lambda L: L.contrib.momo_adam(
+        0.1, b1=0.8, b2=0.99, eps=1e-6, lower_bound=-1.0, weight_decay=0.1
+    ),
+    "momo_adam_adapt_lower_bound": lambda L: L.contrib.momo_adam(
+        inverse_time_schedule(L), lower_bound=-5.0, weight_decay=0.05, adapt_lower_bound=True
+    ),
 }
 
 NONE_CASES = [
@@ -125,7 +142,24 @@ NONE_CASES = [
     "dowg_options",
     "prodigy_options",
     "dadapt_adamw_options",
+    "momo_options",
+    "momo_adam_adapt_lower_bound",
 ]
+
+
+def _momo_value(L, params, grads, k):
+    """A loss value for the update: 0.5 * ||params||^2 (>= the lower bounds used)."""
+    if L.is_torch:
+        v = 0.5 * sum(float((x.double() ** 2).sum()) for x in otx.tree.leaves(params))
+    else:
+        import jax
+
+        v = 0.5 * sum(float((x.astype("float64") ** 2).sum()) for x in jax.tree.leaves(params))
+    return {"value": v}
+
+
+def _extra(name: str) -> dict:
+    return {"extra_args_fn": _momo_value} if name.startswith("momo") else {}
 
 
 # optax computes MADGRAD's lambda_k = (lr + eps) * sqrt(k + 1) in float32 even under x64
@@ -146,17 +180,17 @@ def _tol64(name: str) -> dict:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_optax_float64(name):
-    run_both(CASES[name], **_tol64(name))
+    run_both(CASES[name], **_tol64(name), **_extra(name))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_optax_float32(name):
-    run_both(CASES[name], dtype=F32)
+    run_both(CASES[name], dtype=F32, **_extra(name))
 
 
 @pytest.mark.parametrize("name", NONE_CASES)
 def test_matches_optax_with_none_leaves(name):
-    run_both(CASES[name], steps=5, with_none=True, **_tol64(name))
+    run_both(CASES[name], steps=5, with_none=True, **_tol64(name), **_extra(name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +246,16 @@ INVALID = [
     (lambda: otc.dadapt_adamw(eps=-1.0), "eps"),
     (lambda: otc.dadapt_adamw(estim_lr0=-1.0), "estim_lr0"),
     (lambda: otc.dadapt_adamw(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.momo(float("nan")), "learning_rate"),
+    (lambda: otc.momo(beta=1.0), "beta"),
+    (lambda: otc.momo(lower_bound=float("-inf")), "lower_bound"),
+    (lambda: otc.momo(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.momo_adam(float("inf")), "learning_rate"),
+    (lambda: otc.momo_adam(b1=-0.1), "b1"),
+    (lambda: otc.momo_adam(b2=1.0), "b2"),
+    (lambda: otc.momo_adam(eps=-1.0), "eps"),
+    (lambda: otc.momo_adam(lower_bound=float("nan")), "lower_bound"),
+    (lambda: otc.momo_adam(weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -374,3 +418,33 @@ def test_dadapt_adamw_needs_params():
     p = {"w": torch.ones(2)}
     with pytest.raises(ValueError, match="params"):
         tx.update({"w": torch.ones(2)}, tx.init(p))
+
+
+@pytest.mark.parametrize("make", [otc.momo, otc.momo_adam])
+def test_momo_needs_params_and_value(make):
+    tx = make()
+    p = {"w": torch.ones(2)}
+    st = tx.init(p)
+    with pytest.raises(ValueError, match="value"):
+        tx.update({"w": torch.ones(2)}, st, p)
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2)}, st, value=1.0)
+
+
+def test_momo_polyak_step_solves_a_quadratic_in_one_step():
+    """First step of MoMo on f(x) = ||x||^2 / 2 with f_* = 0: d = g = x, so
+    tau = f / ||x||^2 = 1/2 (below lr = 1) and x_1 = x / 2; MoMo-Adam's first step is capped."""
+    x = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    tx = otc.momo(learning_rate=1.0)
+    u, _ = tx.update({"x": x}, tx.init({"x": x}), {"x": x}, value=0.5 * float(x @ x))
+    torch.testing.assert_close(x + u["x"], x / 2, rtol=1e-15, atol=0)
+    tx = otc.momo(learning_rate=0.1)
+    u, _ = tx.update({"x": x}, tx.init({"x": x}), {"x": x}, value=0.5 * float(x @ x))
+    torch.testing.assert_close(u["x"], -0.1 * x, rtol=1e-15, atol=0)
+
+
+def test_momo_takes_no_step_on_zero_gradients():
+    p = {"x": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    for tx in (otc.momo(), otc.momo_adam()):
+        u, _ = tx.update({"x": torch.zeros(2, dtype=torch.float64)}, tx.init(p), p, value=3.0)
+        assert torch.equal(u["x"], torch.zeros(2, dtype=torch.float64))
