@@ -130,6 +130,19 @@ CASES: dict[str, Any] = {
     "momo_adam_adapt_lower_bound": lambda L: L.contrib.momo_adam(
         inverse_time_schedule(L), lower_bound=-5.0, weight_decay=0.05, adapt_lower_bound=True
     ),
+    # mechanize
+    "mechanize_adam": lambda L: L.contrib.mechanize(L.tx.adam(1.0)),
+    "mechanize_sgd_options": lambda L: L.contrib.mechanize(
+        L.tx.sgd(0.1, momentum=0.9),
+        weight_decay=0.1,
+        eps=1e-6,
+        s_init=1e-3,
+        num_betas=3,
+    ),
+    "mechanize_no_weight_decay": lambda L: L.contrib.mechanize(
+        L.tx.adamw(L.sched(L.tx.linear_schedule(1.0, 0.1, 20)), weight_decay=0.1),
+        weight_decay=0.0,
+    ),
 }
 
 NONE_CASES = [
@@ -144,6 +157,7 @@ NONE_CASES = [
     "dadapt_adamw_options",
     "momo_options",
     "momo_adam_adapt_lower_bound",
+    "mechanize_adam",
 ]
 
 
@@ -256,6 +270,10 @@ INVALID = [
     (lambda: otc.momo_adam(eps=-1.0), "eps"),
     (lambda: otc.momo_adam(lower_bound=float("nan")), "lower_bound"),
     (lambda: otc.momo_adam(weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.mechanize(otx.sgd(1.0), weight_decay=-1.0), "weight_decay"),
+    (lambda: otc.mechanize(otx.sgd(1.0), eps=-1.0), "eps"),
+    (lambda: otc.mechanize(otx.sgd(1.0), s_init=0.0), "s_init"),
+    (lambda: otc.mechanize(otx.sgd(1.0), num_betas=0), "num_betas"),
 ]
 
 
@@ -448,3 +466,39 @@ def test_momo_takes_no_step_on_zero_gradients():
     for tx in (otc.momo(), otc.momo_adam()):
         u, _ = tx.update({"x": torch.zeros(2, dtype=torch.float64)}, tx.init(p), p, value=3.0)
         assert torch.equal(u["x"], torch.zeros(2, dtype=torch.float64))
+
+
+def test_mechanize_needs_params_and_forwards_extra_args():
+    p = {"w": torch.ones(2, dtype=torch.float64)}
+    tx = otc.mechanize(otx.sgd(1.0))
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"w": torch.ones(2, dtype=torch.float64)}, tx.init(p))
+    inner = otc.mechanize(otc.momo(), weight_decay=0.0)
+    st = inner.init(p)
+    with pytest.raises(ValueError, match="value"):
+        inner.update({"w": torch.ones(2, dtype=torch.float64)}, st, p)
+    u, _ = inner.update({"w": torch.ones(2, dtype=torch.float64)}, st, p, value=1.0)
+    assert torch.isfinite(u["w"]).all()
+
+
+def test_mechanize_reference_point_is_the_first_updated_params():
+    """x0 is taken at the first update (weights loaded after init count), then kept."""
+    p0 = {"w": torch.zeros(3, dtype=torch.float64)}
+    tx = otc.mechanize(otx.sgd(1.0))
+    st = tx.init(p0)
+    loaded = {"w": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)}
+    u, st = tx.update({"w": torch.ones(3, dtype=torch.float64)}, st, loaded)
+    torch.testing.assert_close(st.x0["w"], loaded["w"], rtol=0, atol=0)
+    p1 = otx.apply_updates(loaded, u)
+    _, st = tx.update({"w": torch.ones(3, dtype=torch.float64)}, st, p1)
+    torch.testing.assert_close(st.x0["w"], loaded["w"], rtol=0, atol=0)
+
+
+def test_mechanize_state_round_trips_through_torch_load(tmp_path):
+    p = {"w": torch.ones(3, dtype=torch.float64)}
+    tx = otc.mechanize(otx.adam(1.0))
+    _, st = tx.update({"w": torch.ones(3, dtype=torch.float64)}, tx.init(p), p)
+    torch.save(st, tmp_path / "st.pt")
+    back = torch.load(tmp_path / "st.pt", weights_only=True)
+    assert type(back) is otc.MechanicState
+    torch.testing.assert_close(back.s, st.s, rtol=0, atol=0)
