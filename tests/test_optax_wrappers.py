@@ -1,0 +1,296 @@
+"""Wrappers (transforms of transforms) against optax: MultiSteps (+ skip functions), lookahead,
+apply_if_finite, apply_every, flatten, masked / MaskedNode.
+
+Every case runs in float64 (tight) and float32 through the shared harness :func:`run_both`, plus
+the behaviours optax documents beyond numbers (exact zeros between MultiSteps emits, skipped
+mini-steps leaving the state untouched, ...) and the eager/traced equivalence of MultiSteps.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+import torch
+from conftest import assert_trees_close, assert_trees_equal, make_tree, to_jax
+from optax_ref import grads_tree, params_tree, run_both
+
+import optax_torch as otx
+from optax_torch import tree as otree
+from optax_torch.wrappers import multi_steps as ms_module
+
+DTYPES = [torch.float64, torch.float32]
+DTYPE_IDS = ["f64", "f32"]
+
+
+def _nan_grads(bad_steps, value=float("nan")):
+    """Gradients of the harness with ``value`` injected into one leaf at ``bad_steps``."""
+
+    def grads(params, k):
+        g = grads_tree(params, k)
+        if k in bad_steps:
+            w = g["dense"]["w"].clone()
+            w[0, 1] = value
+            g["dense"]["w"] = w
+        return g
+
+    return grads
+
+
+def _jit(L, tx):
+    """optax's side under ``jax.jit``: eager optax wrappers re-trace their ``lax.cond`` branches
+    (fresh closures) on every call, which costs seconds per step."""
+    if L.is_torch:
+        return tx
+    return optax.GradientTransformationExtraArgs(jax.jit(tx.init), jax.jit(tx.update))
+
+
+def _roundtrip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# MultiSteps
+# --------------------------------------------------------------------------------------------
+
+
+def _multi(k, mean=True, skip=None, inner="adam", acc=None):
+    def build(L):
+        inner_tx = L.tx.adam(0.1) if inner == "adam" else L.tx.sgd(0.1, momentum=0.9)
+        kw = {} if acc is None else {"accumulator_dtype": getattr(L, acc)}
+        skip_fn = None if skip is None else getattr(L.tx, skip)
+        opt = L.tx.MultiSteps(inner_tx, k, use_grad_mean=mean, should_skip_update_fn=skip_fn, **kw)
+        return _jit(L, opt.gradient_transformation())
+
+    return build
+
+
+# (k, use_grad_mean, dtype): every k and mean/sum option in both dtypes, pairwise (optax's side
+# is jitted per case, which dominates the run time).
+MULTI_CASES = [
+    (1, True, torch.float64),
+    (3, True, torch.float64),
+    (3, False, torch.float64),
+    (1, False, torch.float32),
+    (3, True, torch.float32),
+    (3, False, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("k", "mean", "dtype"),
+    MULTI_CASES,
+    ids=[f"k{k}-{'mean' if m else 'sum'}-{str(d)[6:]}" for k, m, d in MULTI_CASES],
+)
+def test_multi_steps_matches_optax(k, mean, dtype):
+    run_both(_multi(k, mean), dtype=dtype)
+
+
+def test_multi_steps_accumulator_dtype_matches_optax():
+    run_both(_multi(3, inner="sgd", acc="float64"), dtype=torch.float32, steps=8)
+
+
+@pytest.mark.parametrize(
+    ("k", "dtype"), [(3, torch.float64), (1, torch.float32)], ids=["k3-f64", "k1-f32"]
+)
+def test_multi_steps_skip_not_finite_matches_optax(k, dtype):
+    """NaN / inf gradients at chosen mini-steps are rejected as in optax; skip_state compared."""
+    bad = {0, 2, 5, 6, 11}
+    grads = _nan_grads(bad, float("nan") if k == 3 else float("inf"))
+    run_both(_multi(k, skip="skip_not_finite"), grads_fn=grads, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_multi_steps_skip_large_updates_matches_optax(dtype):
+    def build(L):
+        skip = functools.partial(L.tx.skip_large_updates, max_squared_norm=7.0)
+        return _jit(L, L.tx.MultiSteps(L.tx.adam(0.1), 2, should_skip_update_fn=skip))
+
+    def grads(params, k):  # some steps large enough to be rejected
+        g = grads_tree(params, k)
+        return otree.scale(3.0, g) if k % 4 == 1 else g
+
+    run_both(build, grads_fn=grads, dtype=dtype, steps=10)
+
+
+def test_multi_steps_schedule_and_none_leaves_match_optax():
+    def build(L):
+        every_k = lambda step: 1 + step % 3  # noqa: E731 (the same in both libraries)
+        return _jit(L, L.tx.MultiSteps(L.tx.adam(0.1), every_k))
+
+    run_both(build, steps=12)
+    run_both(_multi(2, skip="skip_not_finite"), with_none=True, grads_fn=_nan_grads({3}), steps=8)
+
+
+def test_multi_steps_extra_args_reach_inner():
+    class Seen:
+        value = None
+
+    def inner():
+        def update_fn(updates, state, params=None, *, value=None):
+            Seen.value = value
+            return updates, state
+
+        return otx.GradientTransformationExtraArgs(otx.init_empty_state, update_fn)
+
+    opt = otx.MultiSteps(inner(), 1)
+    p = {"w": torch.ones(2)}
+    opt.update(p, opt.init(p), p, value=3.0)
+    assert Seen.value == 3.0
+
+
+def test_multi_steps_zeros_between_emits_and_has_updated():
+    """Between emits the updates are exact zeros (even if the inner optimizer would give NaN);
+    the inner state changes only on emits; ``has_updated`` is True exactly after an emit."""
+    k = 3
+    opt = otx.MultiSteps(otx.chain(otx.scale_by_adam(), otx.scale(-1.0)), k)
+    params = params_tree()
+    state = opt.init(params)
+    assert not bool(opt.has_updated(state))
+    for step in range(7):
+        inner_before = state.inner_opt_state
+        updates, state = opt.update(grads_tree(params, step), state, params)
+        emitted = step % k == k - 1
+        assert bool(opt.has_updated(state)) == emitted
+        if emitted:
+            assert any(bool((x != 0).any()) for x in otree.leaves(updates) if x.numel())
+            assert int(state.gradient_step) == (step + 1) // k
+            assert all(bool((a == 0).all()) for a in otree.leaves(state.acc_grads))
+        else:
+            for x in otree.leaves(updates):
+                assert bool((x == 0).all()) and not bool(torch.signbit(x).any())
+            assert state.inner_opt_state is inner_before  # eager: inner not even run
+        assert int(state.mini_step) == (step + 1) % k
+
+
+def test_multi_steps_inner_not_run_eagerly_on_silent_mini_steps():
+    calls = []
+
+    def counting():
+        def update_fn(updates, state, params=None):
+            calls.append(1)
+            return updates, state
+
+        return otx.GradientTransformation(otx.init_empty_state, update_fn)
+
+    opt = otx.MultiSteps(counting(), 4)
+    p = {"w": torch.ones(2)}
+    state = opt.init(p)
+    for _ in range(8):
+        _, state = opt.update(p, state, p)
+    assert len(calls) == 2
+
+
+def _run_multi(opt, params, steps, grads_fn):
+    state = opt.init(params)
+    out = []
+    for step in range(steps):
+        updates, state = opt.update(grads_fn(params, step), state, params)
+        params = otx.apply_updates(params, updates)
+        out.append((updates, state))
+    return out
+
+
+@pytest.mark.parametrize("skip", [None, "skip_not_finite"], ids=["no_skip", "skip_not_finite"])
+@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
+def test_multi_steps_eager_and_traced_paths_identical(monkeypatch, mean, skip):
+    """The eager (Python-branching) path and the branch-free path give the same bits."""
+
+    def make():
+        skip_fn = None if skip is None else otx.skip_not_finite
+        return otx.MultiSteps(otx.adam(0.1), 3, use_grad_mean=mean, should_skip_update_fn=skip_fn)
+
+    grads = _nan_grads({4, 5}) if skip else grads_tree
+    params = params_tree(dtype=torch.float32)
+    eager = _run_multi(make(), params, 10, grads)
+    monkeypatch.setattr(ms_module, "_FORCE_TRACED", True)
+    traced = _run_multi(make(), params, 10, grads)
+    for (ue, se), (ut, st) in zip(eager, traced):
+        assert_trees_equal(ue, ut)
+        assert_trees_equal(se, st)
+
+
+def test_multi_steps_compiles_and_matches_eager():
+    opt = otx.MultiSteps(otx.adam(0.1), 3, should_skip_update_fn=otx.skip_not_finite)
+    params = {"w": torch.linspace(-1, 1, 6).reshape(2, 3), "b": torch.ones(3)}
+    step = torch.compile(opt.update, backend="aot_eager", fullgraph=True)
+    s_e = s_c = opt.init(params)
+    for k in range(5):
+        g = otree.map(lambda x: x * (0.5 + k) - 0.1, params)
+        if k == 1:
+            g = {"w": g["w"], "b": torch.tensor([1.0, float("nan"), 0.0])}
+        u_e, s_e = opt.update(g, s_e, params)
+        u_c, s_c = step(g, s_c, params)
+        assert_trees_close(u_c, u_e, rtol=1e-6, atol=1e-7)
+        assert_trees_close(s_c, s_e, rtol=1e-6, atol=1e-7)
+    assert int(s_e.gradient_step) == 1 and int(s_e.mini_step) == 1  # 5 mini-steps, 1 skipped
+
+
+def test_multi_steps_skip_leaves_state_untouched():
+    opt = otx.MultiSteps(otx.adam(0.1), 2, should_skip_update_fn=otx.skip_not_finite)
+    p = {"w": torch.ones(3)}
+    state = opt.init(p)
+    _, state = opt.update({"w": torch.ones(3)}, state, p)
+    u, new = opt.update({"w": torch.tensor([1.0, float("inf"), float("nan")])}, state, p)
+    assert_trees_equal(u, {"w": torch.zeros(3)})
+    assert_trees_equal(new._replace(skip_state=()), state._replace(skip_state=()))
+    assert bool(new.skip_state["should_skip"]) and int(new.skip_state["num_not_finite"]) == 2
+
+
+def test_multi_steps_state_serialises():
+    opt = otx.MultiSteps(otx.adam(0.1), 3, should_skip_update_fn=otx.skip_not_finite)
+    p = {"w": torch.ones(2, 3), "b": [torch.zeros(3), None]}
+    state = opt.init(p)
+    _, state = opt.update(grads_tree(p, 0), state, p)
+    assert_trees_equal(_roundtrip(state), state)
+
+
+def test_multi_steps_validation():
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="every_k_schedule"):
+            otx.MultiSteps(otx.sgd(0.1), bad)  # type: ignore[arg-type]
+    otx.MultiSteps(otx.sgd(0.1), lambda step: 2)  # a schedule is accepted
+
+    def bad_skip(updates, gradient_step, params):
+        return torch.tensor(1.0), ()
+
+    opt = otx.MultiSteps(otx.sgd(0.1), 2, should_skip_update_fn=bad_skip)
+    p = {"w": torch.ones(2)}
+    with pytest.raises(ValueError, match="boolean scalar"):
+        opt.update(p, opt.init(p), p)
+
+
+def test_multi_steps_inner_opt_and_gradient_transformation():
+    inner = otx.sgd(0.1)
+    opt = otx.MultiSteps(inner, 2)
+    assert opt.inner_opt.init is inner.init
+    tx = opt.gradient_transformation()
+    assert isinstance(tx, otx.GradientTransformation)
+    p = {"w": torch.ones(2)}
+    chained = otx.chain(tx, otx.scale(2.0))
+    u, _ = chained.update(p, chained.init(p), p)
+    assert_trees_equal(u, {"w": torch.zeros(2)})
+
+
+def test_skip_functions_match_optax():
+    g = make_tree(0, dtypes=(torch.float64,))
+    g["dense"]["w"] = torch.tensor([[1.0, float("nan"), 2.0], [float("inf"), 0.0, 1.0]])
+    gs = torch.tensor(3, dtype=torch.int32)
+    for ours, theirs in [
+        (otx.skip_not_finite, optax.skip_not_finite),
+        (
+            functools.partial(otx.skip_large_updates, max_squared_norm=5.0),
+            functools.partial(optax.skip_large_updates, max_squared_norm=5.0),
+        ),
+    ]:
+        for tree_ in (g, make_tree(1, dtypes=(torch.float64,))):
+            out_t = ours(tree_, gs, None)
+            out_j = theirs(to_jax(tree_), jnp.asarray(3, jnp.int32), None)
+            assert_trees_close(out_t, out_j, rtol=1e-12)
