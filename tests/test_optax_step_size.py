@@ -78,11 +78,26 @@ DOG_CASES: dict[str, Any] = {
     ),
 }
 
-DTYPES = [torch.float64, torch.float32]
+
+def _cases(cases: dict[str, Any], f32: set[str]) -> list[Any]:
+    """Every case in float64; those named in ``f32`` (one at least per public name) in float32 too,
+    which keeps the file fast."""
+    out = [pytest.param(n, torch.float64, id=f"{n}-f64") for n in sorted(cases)]
+    return out + [pytest.param(n, torch.float32, id=f"{n}-f32") for n in sorted(f32)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    _cases(
+        CASES,
+        {
+            "scale_by_optimistic_gradient_ab",
+            "optimistic_gradient_descent_schedule",
+            "optimistic_adam",
+            "optimistic_adam_v2_schedule",
+        },
+    ),
+)
 def test_matches_optax(name, dtype):
     run_both(CASES[name], dtype=dtype)
 
@@ -92,8 +107,9 @@ def test_matches_optax_with_none(name):
     run_both(CASES[name], with_none=True)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("name", sorted(POLYAK_CASES))
+@pytest.mark.parametrize(
+    ("name", "dtype"), _cases(POLYAK_CASES, {"scale_by_polyak_sps_plus", "polyak_sgd_scaled"})
+)
 def test_polyak_matches_optax(name, dtype):
     run_both(POLYAK_CASES[name], dtype=dtype, extra_args_fn=_value)
 
@@ -102,8 +118,7 @@ def test_polyak_matches_optax_with_none():
     run_both(POLYAK_CASES["polyak_sgd_scaled"], with_none=True, extra_args_fn=_value)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("name", sorted(DOG_CASES))
+@pytest.mark.parametrize(("name", "dtype"), _cases(DOG_CASES, {"scale_by_dog"}))
 def test_dog_matches_optax(name, dtype):
     run_both(DOG_CASES[name], params=_dog_params(dtype), dtype=dtype)
 
@@ -253,3 +268,28 @@ def test_compiles(build):
     u_e, s_e = tx.update(g, s_e, p, **kw)
     assert_trees_close(u_c, u_e, rtol=1e-6)
     assert_trees_close(s_c, s_e, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        otx.scale_by_distance_over_gradients,
+        A.polyak_sgd,
+        lambda: A.optimistic_gradient_descent(0.1),
+        lambda: A.optimistic_adam_v2(0.1),
+    ],
+    ids=["dog", "polyak_sgd", "ogd", "optimistic_adam_v2"],
+)
+def test_param_without_gradient_passes_through(build):
+    """A ``None`` gradient (a parameter without gradient this step) gets a ``None`` update, and
+    its state is carried over by the chain."""
+    tx = otx.chain(build())
+    p = {"a": torch.ones(2), "b": torch.ones(3)}
+    state = tx.init(p)
+    kw = {"value": torch.tensor(1.0)}
+    _, state = tx.update({"a": torch.full((2,), 0.3), "b": torch.full((3,), -0.2)}, state, p, **kw)
+    b_state = [x for x in otree.flatten(state)[0] if x is not None and x.shape == (3,)]
+    u, new = tx.update({"a": torch.full((2,), 0.3), "b": None}, state, p, **kw)
+    assert u["b"] is None and u["a"] is not None
+    new_b = [x for x in otree.flatten(new)[0] if x is not None and x.shape == (3,)]
+    assert_trees_close(new_b, b_state, rtol=0.0)

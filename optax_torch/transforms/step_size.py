@@ -134,7 +134,7 @@ def scale_by_distance_over_gradients(
             raise ValueError(_NO_PARAMS_MSG)
         dist = tree.map(torch.linalg.vector_norm, tree.sub(params, state.init_params))
         max_dist = tree.maximum(state.max_dist, dist)
-        g_sos = tree.map(lambda s, g: s + g.square().sum(), state.grad_sum_of_squares, updates)
+        g_sos = tree.map(lambda g, s: s + g.square().sum(), updates, state.grad_sum_of_squares)
 
         def step(g, d, s):
             eta = global_scale * (d / torch.sqrt(s + eps))
