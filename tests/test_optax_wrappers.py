@@ -294,3 +294,165 @@ def test_skip_functions_match_optax():
             out_t = ours(tree_, gs, None)
             out_j = theirs(to_jax(tree_), jnp.asarray(3, jnp.int32), None)
             assert_trees_close(out_t, out_j, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# lookahead
+# --------------------------------------------------------------------------------------------
+
+
+def _lookahead(inner="adam", reset=False, sync_period=3, alpha=0.5, lr=0.05):
+    def build(L):
+        fast = L.tx.adam(lr) if inner == "adam" else L.tx.sgd(lr, momentum=0.9)
+        tx = L.tx.lookahead(fast, sync_period, alpha, reset_state=reset)
+        if L.is_torch:
+            return tx
+
+        def update(updates, state, params):
+            # The harness hands optax our LookaheadParams class (a NamedTuple of JAX arrays);
+            # give its updates the same class so that optax.apply_updates sees one structure.
+            new, state = tx.update(updates, state, optax.LookaheadParams(*params))
+            return type(params)(*new), state
+
+        return _jit(L, optax.GradientTransformation(tx.init, update))
+
+    return build
+
+
+def _synced(dtype=torch.float64, with_none=False):
+    return otx.LookaheadParams.init_synced(params_tree(with_none, dtype))
+
+
+def _fast_grads(params, k):
+    return grads_tree(params.fast, k)
+
+
+LOOKAHEAD_CASES = [
+    ("adam", False, torch.float64),
+    ("adam", True, torch.float64),
+    ("sgd", True, torch.float64),
+    ("sgd", False, torch.float32),
+    ("adam", True, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("inner", "reset", "dtype"),
+    LOOKAHEAD_CASES,
+    ids=[f"{i}-{'reset' if r else 'keep'}-{str(d)[6:]}" for i, r, d in LOOKAHEAD_CASES],
+)
+def test_lookahead_matches_optax(inner, reset, dtype):
+    run_both(_lookahead(inner, reset), params=_synced(dtype), grads_fn=_fast_grads, dtype=dtype)
+
+
+def test_lookahead_sync_every_step_and_none_leaves_match_optax():
+    run_both(
+        _lookahead("sgd", True, sync_period=1, alpha=0.3, lr=0.1),
+        params=_synced(),
+        grads_fn=_fast_grads,
+        steps=6,
+    )
+    run_both(_lookahead("adam", True), params=_synced(with_none=True), grads_fn=_fast_grads)
+
+
+def _regression_problem(dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, generator=gen, dtype=dtype)
+    w_true = torch.tensor([[1.0, -2.0], [0.5, 0.0], [-1.0, 3.0]], dtype=dtype)
+    y = x @ w_true + 0.1 * torch.randn(32, 2, generator=gen, dtype=dtype)
+
+    def loss(p):
+        return ((x @ p["w"] + p["b"] - y) ** 2).mean()
+
+    def grads(params, k):  # autograd at the fast weights, on minibatch k
+        fast = otree.map(lambda t: t.detach().requires_grad_(True), params.fast)
+        rows = slice(8 * (k % 4), 8 * (k % 4) + 8)
+        value = ((x[rows] @ fast["w"] + fast["b"] - y[rows]) ** 2).mean()
+        gw, gb = torch.autograd.grad(value, [fast["w"], fast["b"]])
+        return {"w": gw, "b": gb}
+
+    init = {"w": torch.zeros(3, 2, dtype=dtype), "b": torch.zeros(2, dtype=dtype)}
+    return loss, grads, init
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reset", [False, True], ids=["keep", "reset"])
+def test_lookahead_training_trajectory_matches_optax(reset, dtype):
+    """Linear regression trained for 30 steps with autograd gradients at the fast weights: the
+    fast and slow parameter trajectories equal optax's, and the slow weights learn."""
+    loss, grads, init = _regression_problem(dtype)
+    params = otx.LookaheadParams.init_synced(init)
+    final = run_both(
+        _lookahead("adam", reset, sync_period=5, alpha=0.5, lr=0.3),
+        params=params,
+        grads_fn=grads,
+        dtype=dtype,
+        steps=30,
+    )
+    assert float(loss(final.slow)) < 0.5 * float(loss(init))
+    # After a synchronisation (30 = 6 * 5 steps) fast and slow weights coincide.
+    assert_trees_close(final.fast, final.slow, rtol=1e-6, atol=1e-7)
+
+
+def test_lookahead_update_is_the_two_loop_algorithm():
+    """k fast SGD steps then theta += alpha (phi - theta), phi = theta: the paper's loops."""
+    k, alpha, lr = 3, 0.4, 0.1
+    opt = otx.lookahead(otx.sgd(lr), k, alpha)
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    params = otx.LookaheadParams.init_synced({"w": torch.zeros(3, dtype=torch.float64)})
+    state = opt.init(params)
+    slow = fast = torch.zeros(3, dtype=torch.float64)
+    for step in range(9):
+        grad = 2 * (fast - target)
+        updates, state = opt.update({"w": grad}, state, params)
+        params = otx.apply_updates(params, updates)
+        fast = fast - lr * grad
+        if step % k == k - 1:
+            slow = slow + alpha * (fast - slow)
+            fast = slow
+        torch.testing.assert_close(params.fast["w"], fast, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(params.slow["w"], slow, rtol=1e-14, atol=1e-14)
+
+
+def test_lookahead_reset_state_resets_fast_state_on_sync():
+    opt = otx.lookahead(otx.adam(0.1), 2, 0.5, reset_state=True)
+    params = otx.LookaheadParams.init_synced({"w": torch.ones(3)})
+    state = opt.init(params)
+    _, state = opt.update({"w": torch.ones(3)}, state, params)
+    assert int(otree.get(state.fast_state, "count")) == 1
+    _, state = opt.update({"w": torch.ones(3)}, state, params)
+    assert_trees_equal(state.fast_state, opt.init(params).fast_state)
+    assert int(state.steps_since_sync) == 0
+
+
+def test_lookahead_init_with_plain_params_and_serialises(caplog):
+    opt = otx.lookahead(otx.adam(0.1), 2, 0.5)
+    p = {"w": torch.ones(3)}
+    with caplog.at_level("WARNING"):
+        state = opt.init(p)
+    assert "fast" in caplog.text
+    assert_trees_equal(state, opt.init(otx.LookaheadParams.init_synced(p)))
+    assert_trees_equal(_roundtrip(state), state)
+
+
+def test_lookahead_compiles():
+    opt = otx.lookahead(otx.adam(0.1), 2, 0.5, reset_state=True)
+    params = otx.LookaheadParams.init_synced({"w": torch.linspace(-1, 1, 4), "b": torch.ones(2)})
+    step = torch.compile(opt.update, backend="aot_eager", fullgraph=True)
+    s_e = s_c = opt.init(params)
+    p_e = p_c = params
+    for k in range(4):
+        g = otree.map(lambda x: x * (0.5 + k), p_e.fast)
+        u_e, s_e = opt.update(g, s_e, p_e)
+        u_c, s_c = step(g, s_c, p_c)
+        p_e, p_c = otx.apply_updates(p_e, u_e), otx.apply_updates(p_c, u_c)
+        assert_trees_close(p_c, p_e, rtol=1e-6, atol=1e-7)
+        assert_trees_close(s_c, s_e, rtol=1e-6, atol=1e-7)
+
+
+def test_lookahead_validation():
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="sync_period"):
+            otx.lookahead(otx.sgd(0.1), bad, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="slow_step_size"):
+        otx.lookahead(otx.sgd(0.1), 2, float("nan"))
