@@ -293,3 +293,20 @@ def test_param_without_gradient_passes_through(build):
     assert u["b"] is None and u["a"] is not None
     new_b = [x for x in otree.flatten(new)[0] if x is not None and x.shape == (3,)]
     assert_trees_close(new_b, b_state, rtol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("polyak_sgd", {"max_learning_rate": 0.7, "scaling": 0.5, "f_min": 0.1, "eps": 1e-3}),
+        ("optimistic_gradient_descent", {"learning_rate": 0.1, "alpha": 0.5, "beta": 0.3}),
+        ("optimistic_adam_v2", {"learning_rate": 0.1, "alpha": 0.5, "beta": 0.3}),
+    ],
+)
+def test_tensor_hyperparameters_match_optax(name, kwargs):
+    """Hyperparameters as 0-d tensors (through ``inject_hyperparams``)."""
+    run_both(
+        lambda L: L.tx.inject_hyperparams(getattr(L.tx, name))(**kwargs),
+        steps=8,
+        extra_args_fn=_value,
+    )
