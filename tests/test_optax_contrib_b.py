@@ -1,0 +1,418 @@
+"""optax_torch.contrib (second half) against optax.contrib: schedule_free, muon, reduce_on_plateau,
+sam / normalize, split_real_and_imaginary, sophia / hutchinson, privacy, galore.
+
+Every case runs in float64 (tight tolerances) and float32 through the shared harness
+(``tests/optax_ref.py``), comparing updates, states and params for 20 steps.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import torch
+from conftest import Pair, assert_trees_close, assert_trees_equal, make_tree
+from optax_ref import run_both
+
+import optax_torch as otx
+import optax_torch.contrib as otc
+from optax_torch import tree as otree
+
+DTYPES = [torch.float64, torch.float32]
+DTYPE_IDS = ["f64", "f32"]
+
+
+def _roundtrip(state: Any) -> Any:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    with torch.serialization.safe_globals([Pair]):  # the test trees' own NamedTuple
+        return torch.load(buf, weights_only=True)
+
+
+def _jit(build):
+    """``build`` with optax's ``update`` under ``jax.jit``: optax runs op by op otherwise, which
+    takes seconds per step for the Newton-Schulz loops and SVDs (optax_torch is unchanged)."""
+
+    def jitted(L):
+        tx = build(L)
+        if L.is_torch:
+            return tx
+        import jax
+
+        return type(tx)(tx.init, jax.jit(tx.update))
+
+    return jitted
+
+
+def _lr_schedule(L):
+    return L.sched(lambda count: 0.1 / (1.0 + 0.2 * L.f64(count)))
+
+
+# --------------------------------------------------------------------------------------------
+# schedule_free
+# --------------------------------------------------------------------------------------------
+
+SCHEDULE_FREE_CASES: dict[str, Any] = {
+    "sf_adam": lambda L: L.contrib.schedule_free(L.tx.adam(0.1, b1=0.0), 0.1),
+    "sf_sgd_b1": lambda L: L.contrib.schedule_free(
+        L.tx.sgd(0.05), 0.05, b1=0.7, weight_lr_power=1.0
+    ),
+    "sf_schedule": lambda L: L.contrib.schedule_free(
+        L.tx.sgd(_lr_schedule(L)), _lr_schedule(L), b1=0.95
+    ),
+    "sf_sgd": lambda L: L.contrib.schedule_free_sgd(),
+    "sf_sgd_wd": lambda L: L.contrib.schedule_free_sgd(0.3, b1=0.8, weight_decay=0.1),
+    "sf_adamw": lambda L: L.contrib.schedule_free_adamw(),
+    "sf_adamw_opts": lambda L: L.contrib.schedule_free_adamw(
+        0.01, b1=0.95, b2=0.99, eps=1e-6, weight_decay=0.05, weight_lr_power=1.5
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(SCHEDULE_FREE_CASES))
+def test_schedule_free_vs_optax(name, dtype):
+    run_both(SCHEDULE_FREE_CASES[name], dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["sf_adam", "sf_adamw"])
+def test_schedule_free_with_none(name):
+    run_both(SCHEDULE_FREE_CASES[name], with_none=True)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda L: L.contrib.schedule_free_sgd(0.5, warmup_steps=5),
+        lambda L: L.contrib.schedule_free_adamw(0.05, warmup_steps=4, weight_decay=0.01),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_schedule_free_warmup_vs_optax(build):
+    # optax's warmup schedule computes in float32 for its int32 step count even under x64 (ours
+    # in float64), so the float64 comparison holds only to float32 precision.
+    run_both(build, rtol=1e-6, atol=1e-7)
+    run_both(build, dtype=torch.float32)
+
+
+def test_schedule_free_eval_params_vs_optax():
+    import optax.contrib
+    from conftest import to_jax
+
+    params = make_tree(0, dtypes=(torch.float64,))
+    tx = otc.schedule_free_adamw(0.1)
+    tx_j = optax.contrib.schedule_free_adamw(0.1)
+    st, st_j = tx.init(params), tx_j.init(to_jax(params))
+    p, p_j = params, to_jax(params)
+    for k in range(5):
+        g = make_tree(10 + k, dtypes=(torch.float64,))
+        u, st = tx.update(g, st, p)
+        u_j, st_j = tx_j.update(to_jax(g), st_j, p_j)
+        p, p_j = otx.apply_updates(p, u), optax.apply_updates(p_j, u_j)
+        assert_trees_close(
+            otc.schedule_free_eval_params(st, p),
+            optax.contrib.schedule_free_eval_params(st_j, p_j),
+            rtol=1e-10,
+            atol=1e-12,
+        )
+    with pytest.raises(ValueError, match="ScheduleFreeState"):
+        otc.schedule_free_eval_params(otx.EmptyState(), p)
+
+
+def test_schedule_free_state_dtype_and_serialisation():
+    params = make_tree(0, dtypes=(torch.float32,))
+    tx = otc.schedule_free_sgd(0.1, state_dtype=torch.float64)
+    st = tx.init(params)
+    assert all(z.dtype == torch.float64 for z in otree.leaves(st.z))
+    assert st.step_count.dtype == torch.int32 and int(st.step_count) == 1
+    u, st = tx.update(make_tree(1, dtypes=(torch.float32,)), st, params)
+    assert all(x.dtype == torch.float32 for x in otree.leaves(u))
+    assert_trees_equal(_roundtrip(st), st)
+    # z is a copy, not the params themselves
+    assert all(a is not b for a, b in zip(otree.leaves(tx.init(params).z), otree.leaves(params)))
+
+
+def test_schedule_free_validation():
+    with pytest.raises(ValueError, match="b1"):
+        otc.schedule_free(otx.sgd(0.1), 0.1, b1=0.0)
+    with pytest.raises(ValueError, match="weight_lr_power"):
+        otc.schedule_free(otx.sgd(0.1), 0.1, weight_lr_power=-1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        otc.schedule_free(otx.sgd(0.1), float("nan"))
+    with pytest.raises(ValueError, match="warmup_steps"):
+        otc.schedule_free_sgd(warmup_steps=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        otc.schedule_free_sgd(weight_decay=-0.1)
+    with pytest.raises(ValueError, match="b2"):
+        otc.schedule_free_adamw(b2=1.0)
+    with pytest.raises(ValueError, match="eps"):
+        otc.schedule_free_adamw(eps=-1.0)
+    with pytest.raises(ValueError, match="b1"):
+        otc.schedule_free_adamw(b1=1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# muon
+# --------------------------------------------------------------------------------------------
+
+
+def _matrix_params(dtype=torch.float64):
+    gen = torch.Generator().manual_seed(7)
+
+    def r(*shape):
+        return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1).to(dtype)
+
+    return {"a": r(3, 2), "b": r(4, 5), "c": r(2, 3, 4), "v": r(3), "s": r(), "sq": r(3, 3)}
+
+
+def _dim_nums_tree(L):
+    D = L.contrib.MuonDimensionNumbers
+    return {
+        "a": D(),
+        "b": D(1, 0),
+        "c": D(reduction_axis=0, output_axis=2),  # axis 1 is a batch axis
+        "v": None,
+        "s": None,
+        "sq": D((0,), (1,)),
+    }
+
+
+MUON_CASES: dict[str, Any] = {
+    "muon": lambda L: L.contrib.muon(0.02),
+    "muon_no_nesterov": lambda L: L.contrib.muon(0.02, beta=0.9, nesterov=False),
+    "muon_adaptive": lambda L: L.contrib.muon(0.02, adaptive=True),
+    "muon_spectral": lambda L: L.contrib.muon(0.02, preconditioning="spectral"),
+    "muon_aol": lambda L: L.contrib.muon(0.02, preconditioning="aol", ns_steps=4),
+    "muon_schatten": lambda L: L.contrib.muon(0.02, preconditioning="schatten"),
+    "muon_dion": lambda L: L.contrib.muon(0.02, ns_coeffs="dion"),
+    "muon_coeff_rows": lambda L: L.contrib.muon(
+        0.02, ns_coeffs=((3.0, -3.2, 1.2), (3.4445, -4.775, 2.0315)), ns_steps=3
+    ),
+    "muon_rms_wd": lambda L: L.contrib.muon(
+        0.02,
+        consistent_rms=0.2,
+        weight_decay=0.1,
+        adam_weight_decay=0.05,
+        adam_learning_rate=_lr_schedule(L),
+        adam_b1=0.8,
+        adam_b2=0.99,
+        adam_eps_root=1e-9,
+    ),
+    "muon_schedule": lambda L: L.contrib.muon(_lr_schedule(L), eps=1e-6),
+    "muon_dim_nums": lambda L: L.contrib.muon(
+        0.02, muon_weight_dimension_numbers=_dim_nums_tree(L), weight_decay=0.1
+    ),
+    "muon_dim_nums_fn": lambda L: L.contrib.muon(
+        0.02, muon_weight_dimension_numbers=lambda p: _dim_nums_tree(L), adaptive=True
+    ),
+}
+
+
+def _cases(cases: dict[str, Any], f32: tuple[str, ...]) -> list[Any]:
+    """Every case in float64, the ``f32`` ones in float32 too (keeps the file fast)."""
+    out = [pytest.param(name, torch.float64, id=f"{name}-f64") for name in cases]
+    return out + [pytest.param(name, torch.float32, id=f"{name}-f32") for name in f32]
+
+
+@pytest.mark.parametrize(("name", "dtype"), _cases(MUON_CASES, ("muon", "muon_dim_nums")))
+def test_muon_vs_optax(name, dtype):
+    run_both(_jit(MUON_CASES[name]), params=_matrix_params(dtype), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_muon_mixed_tree_vs_optax(dtype):
+    run_both(_jit(lambda L: L.contrib.muon(0.05, weight_decay=0.01)), dtype=dtype)
+    # optax's update_moment multiplies the float32 moment by the decay in float32 before adding
+    # the float64 gradient term (ours promotes first), so the float64 run with a float32
+    # momentum agrees to float32 precision only.
+    run_both(
+        _jit(lambda L: L.contrib.muon(0.05, mu_dtype=L.float32)),
+        dtype=dtype,
+        # (and Newton-Schulz amplifies such differences a little).
+        rtol=1e-4 if dtype == torch.float64 else None,
+        atol=1e-5 if dtype == torch.float64 else None,
+    )
+
+
+def test_muon_with_none():
+    run_both(_jit(lambda L: L.contrib.muon(0.05)), with_none=True)
+
+
+def _matrix_dim_nums(L):
+    return {k: v for k, v in _dim_nums_tree(L).items() if v is not None}
+
+
+SCALE_BY_MUON_CASES: dict[str, Any] = {
+    "default": lambda L: L.contrib.scale_by_muon(weight_dimension_numbers=_matrix_dim_nums(L)),
+    "options": lambda L: L.contrib.scale_by_muon(
+        ns_steps=3,
+        beta=0.9,
+        eps=1e-5,
+        nesterov=False,
+        adaptive=True,
+        preconditioning="aol",
+        weight_dimension_numbers=lambda p: _matrix_dim_nums(L),
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(SCALE_BY_MUON_CASES))
+def test_scale_by_muon_vs_optax(name, dtype):
+    params = _matrix_params(dtype)
+    run_both(
+        _jit(SCALE_BY_MUON_CASES[name]),
+        # adaptive=True makes updates O(10): float32 rounding is absolute ~1e-5 there.
+        atol=5e-5 if dtype == torch.float32 else None,
+        params={k: params[k] for k in ("a", "b", "c", "sq")},
+        dtype=dtype,
+    )
+
+
+def test_scale_by_muon_default_dim_nums_on_a_tree():
+    # optax documents weight_dimension_numbers=None as "all parameters are 2-d matrices" but its
+    # tree_map over (updates, None) fails on any tree of more than one leaf; ours gives every
+    # leaf MuonDimensionNumbers(), the same as passing it explicitly.
+    params = {
+        "a": torch.rand(3, 2, dtype=torch.float64),
+        "b": torch.rand(4, 5, dtype=torch.float64),
+    }
+    grads = {"a": torch.rand(3, 2, dtype=torch.float64), "b": torch.rand(4, 5, dtype=torch.float64)}
+    tx1 = otc.scale_by_muon()
+    tx2 = otc.scale_by_muon(weight_dimension_numbers=otc.MuonDimensionNumbers())
+    u1, _ = tx1.update(grads, tx1.init(params))
+    u2, _ = tx2.update(grads, tx2.init(params))
+    assert_trees_equal(u1, u2)
+    # the result is nearly orthogonal: singular values in a band around 1
+    sv = torch.linalg.svdvals(u1["b"])
+    assert bool(((sv > 0.5) & (sv < 1.5)).all())
+    with pytest.raises(ValueError, match="rank >= 2"):
+        tx1.update({"a": torch.ones(3)}, tx1.init({"a": torch.ones(3)}))
+
+
+def test_muon_state_serialisation():
+    params = _matrix_params()
+    tx = otc.muon(0.02)
+    st = tx.init(params)
+    _, st = tx.update(params, st, params)
+    assert_trees_equal(_roundtrip(st), st)
+    inner = st.inner_states["muon"].inner_state[0]
+    assert isinstance(inner, otc.MuonState) and inner.ns_coeffs.shape == (3,)
+
+
+def test_muon_validation():
+    with pytest.raises(ValueError, match="ns_coeff"):
+        otc.muon(0.1, ns_coeffs="nope")
+    with pytest.raises(ValueError, match="ns_coeffs"):
+        otc.scale_by_muon(ns_coeffs=(1.0, 2.0))
+    with pytest.raises(ValueError, match="ns_steps"):
+        otc.scale_by_muon(ns_coeffs=((1.0, 2.0, 3.0),) * 3, ns_steps=2)
+    with pytest.raises(ValueError, match="ns_steps"):
+        otc.scale_by_muon(ns_steps=0)
+    with pytest.raises(ValueError, match="beta"):
+        otc.muon(0.1, beta=1.0)
+    with pytest.raises(ValueError, match="eps"):
+        otc.muon(0.1, eps=-1.0)
+    with pytest.raises(ValueError, match="preconditioning"):
+        otc.scale_by_muon(preconditioning="svd")
+    with pytest.raises(ValueError, match="learning_rate"):
+        otc.muon(float("inf"))
+    with pytest.raises(ValueError, match="weight_decay"):
+        otc.muon(0.1, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="adam_b2"):
+        otc.muon(0.1, adam_b2=2.0)
+    with pytest.raises(ValueError, match="consistent_rms"):
+        otc.muon(0.1, consistent_rms=0.0)
+    tx = otc.scale_by_muon(weight_dimension_numbers=otc.MuonDimensionNumbers(0, 0))
+    with pytest.raises(ValueError, match="disjoint"):
+        tx.update({"a": torch.ones(2, 2)}, tx.init({"a": torch.ones(2, 2)}))
+
+
+# --------------------------------------------------------------------------------------------
+# reduce_on_plateau
+# --------------------------------------------------------------------------------------------
+
+# A loss that improves, stalls, improves a little (below rtol), stalls again...
+_PLATEAU_VALUES = [
+    5.0, 4.0, 4.0, 4.1, 3.9999, 4.2, 3.0, 3.0, 3.0, 3.0,
+    2.9, 2.95, 3.1, 3.0, 2.0, 2.0, 2.0, 2.5, 2.0, 1.0,
+]  # fmt: skip
+
+
+def _plateau_value(L, params, grads, k):
+    v = _PLATEAU_VALUES[k % len(_PLATEAU_VALUES)]
+    if L.is_torch:
+        return {"value": torch.tensor(v, dtype=torch.float64) if k % 2 else v}
+    import jax.numpy as jnp
+
+    return {"value": jnp.asarray(v, jnp.float64)}
+
+
+PLATEAU_CASES: dict[str, Any] = {
+    "default_patience_2": lambda L: L.contrib.reduce_on_plateau(patience=2),
+    "cooldown": lambda L: L.contrib.reduce_on_plateau(factor=0.5, patience=1, cooldown=2),
+    "accumulate": lambda L: L.contrib.reduce_on_plateau(
+        factor=0.5, patience=1, accumulation_size=3, rtol=0.0, atol=0.05
+    ),
+    "min_scale": lambda L: L.contrib.reduce_on_plateau(
+        factor=0.3, patience=1, min_scale=0.05, rtol=0.01
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(PLATEAU_CASES))
+def test_reduce_on_plateau_vs_optax(name, dtype):
+    run_both(PLATEAU_CASES[name], dtype=dtype, extra_args_fn=_plateau_value)
+
+
+def test_reduce_on_plateau_in_chain_with_none():
+    run_both(
+        lambda L: L.tx.chain(L.tx.sgd(0.1), L.contrib.reduce_on_plateau(patience=1, factor=0.5)),
+        with_none=True,
+        extra_args_fn=_plateau_value,
+    )
+
+
+def test_reduce_on_plateau_behaviour():
+    tx = otc.reduce_on_plateau(factor=0.5, patience=2, cooldown=1)
+    params = {"w": torch.ones(2)}
+    st = tx.init(params)
+    scales = []
+    for v in [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5]:
+        u, st = tx.update({"w": torch.ones(2)}, st, params, value=v)
+        scales.append(float(st.scale))
+        assert_trees_equal(u, {"w": torch.full((2,), scales[-1])})
+    # 2 steps without improvement -> halve; 1 cooldown step (where an improvement still sets
+    # the best value but does not reset the count); 2 more -> halve again, and again.
+    assert scales == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]
+    assert_trees_equal(_roundtrip(st), st)
+    f = torch.compile(tx.update, backend="aot_eager", fullgraph=True)
+    u, st2 = f({"w": torch.ones(2)}, st, params, value=torch.tensor(0.1))
+    u_e, st_e = tx.update({"w": torch.ones(2)}, st, params, value=torch.tensor(0.1))
+    assert_trees_equal((u, st2), (u_e, st_e))
+
+
+def test_reduce_on_plateau_validation():
+    with pytest.raises(ValueError, match="factor"):
+        otc.reduce_on_plateau(factor=1.0)
+    with pytest.raises(ValueError, match="factor"):
+        otc.reduce_on_plateau(factor=0.0)
+    with pytest.raises(ValueError, match="rtol"):
+        otc.reduce_on_plateau(rtol=-1.0)
+    with pytest.raises(ValueError, match="rtol"):
+        otc.reduce_on_plateau(rtol=1.5)
+    with pytest.raises(ValueError, match="atol"):
+        otc.reduce_on_plateau(atol=-1.0)
+    with pytest.raises(ValueError, match="rtol"):
+        otc.reduce_on_plateau(rtol=0.0, atol=0.0)
+    with pytest.raises(ValueError, match="patience"):
+        otc.reduce_on_plateau(patience=-1)
+    with pytest.raises(ValueError, match="cooldown"):
+        otc.reduce_on_plateau(cooldown=-1)
+    with pytest.raises(ValueError, match="accumulation_size"):
+        otc.reduce_on_plateau(accumulation_size=0)
+    with pytest.raises(ValueError, match="min_scale"):
+        otc.reduce_on_plateau(min_scale=-0.1)
