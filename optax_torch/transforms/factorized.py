@@ -1,5 +1,284 @@
-"""Factored second-moment estimation (Adafactor)."""
+"""Second-moment statistics kept per axis: Adafactor's factored RMS and SM3.
+
+Both reduce over the axes of each parameter, so their math runs leaf by leaf (one Python call per
+parameter tensor); the step count and hyperparameters stay tensors, so the step still traces
+with ``torch.compile(fullgraph=True)``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from optax_torch import _validate as V
+from optax_torch import numerics, tree
+from optax_torch.base import GradientTransformation, Updates, donation_safe
+
+__all__ = ["FactoredState", "ScaleBySM3State", "scale_by_factored_rms", "scale_by_sm3"]
+
+Num = float | torch.Tensor
+
+
+def _reject_complex(params) -> None:
+    if any(x.is_complex() for x in tree.leaves(params)):
+        raise ValueError("This transformation does not support complex parameters.")
+
+
+# --------------------------------------------------------------------------------------------
+# Adafactor's factored RMS
+# --------------------------------------------------------------------------------------------
+
+
+def _decay_rate_pow(i: torch.Tensor, exponent: Num = 0.8) -> torch.Tensor:
+    r"""Adafactor's second-moment decay :math:`1 - (i+1)^{-\text{exponent}}`, in float64.
+
+    *Deviation*: optax computes it in float32, whose ``pow`` rounds differently on different
+    machines (and in torch, differently for 0-d and vectorised tensors); float64 is exact to well
+    below float32 resolution, so the two agree to within one float32 rounding of the decay.
+    """
+    t = torch.as_tensor(i + 1).to(torch.float64)
+    e = exponent.to(t) if isinstance(exponent, torch.Tensor) else exponent
+    return 1.0 - t ** (-e)
+
+
+def _factored_dims(
+    shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int
+) -> tuple[int, int] | None:
+    """The (second largest, largest) axes to factor over, or ``None`` not to factor."""
+    if not factored or len(shape) < 2:
+        return None
+    sorted_dims = sorted(range(len(shape)), key=lambda i: shape[i])  # stable, like np.argsort
+    if shape[sorted_dims[-2]] < min_dim_size_to_factor:
+        return None
+    return sorted_dims[-2], sorted_dims[-1]
+
+
+class FactoredState(NamedTuple):
+    """State of :func:`scale_by_factored_rms`.
+
+    For a factored parameter ``v_row`` / ``v_col`` hold the row / column statistics and ``v`` a
+    placeholder of shape ``(1,)``; for the others ``v`` holds the full statistics and ``v_row`` /
+    ``v_col`` are placeholders.
+    """
+
+    count: torch.Tensor  # 0-d int32: number of update steps
+    v_row: Updates
+    v_col: Updates
+    v: Updates
+
+
+def scale_by_factored_rms(
+    factored: bool = True,
+    decay_rate: Num = 0.8,
+    step_offset: int | torch.Tensor = 0,
+    min_dim_size_to_factor: int = 128,
+    epsilon: Num = 1e-30,
+    decay_rate_fn: Callable[[torch.Tensor, Num], torch.Tensor] = _decay_rate_pow,
+) -> GradientTransformation:
+    r"""Scales updates by a factored estimate of the root mean squared gradient (Adafactor).
+
+    With :math:`\hat\beta_k` = ``decay_rate_fn(k - step_offset, decay_rate)`` (default
+    :math:`1 - (k+1)^{-0.8}`, computed in float64; optax uses float32) and
+    :math:`G = g^2 + \epsilon`: for a parameter whose two largest axes (rows :math:`r`, columns
+    :math:`c`) both have at least ``min_dim_size_to_factor`` entries,
+
+    .. math::
+        R_k = \hat\beta_k R_{k-1} + (1-\hat\beta_k)\,\mathrm{mean}_c G,\quad
+        C_k = \hat\beta_k C_{k-1} + (1-\hat\beta_k)\,\mathrm{mean}_r G,\quad
+        u_k = g \Big/ \sqrt{\frac{R_k}{\mathrm{mean}_r R_k}\, C_k}
+
+    (memory: one row and one column instead of the full matrix); otherwise
+    :math:`v_k = \hat\beta_k v_{k-1} + (1-\hat\beta_k) G,\; u_k = g / \sqrt{v_k}`. Needs
+    ``params`` (for their shapes and dtypes). Runs leaf by leaf.
+
+    Args:
+      factored: factor the statistics of parameters with at least 2 dims (default True).
+      decay_rate: the exponent of the default decay schedule (default 0.8).
+      step_offset: subtracted from the step count (e.g. the first step of a fine-tuning phase).
+      min_dim_size_to_factor: factor only if the two largest axes have at least this size
+        (default 128).
+      epsilon: added to the squared gradient (default 1e-30).
+      decay_rate_fn: ``(step, decay_rate) -> decay`` (default: Adafactor's power schedule).
+
+    References:
+      Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235;
+      Zhai et al., 2021, https://arxiv.org/abs/2106.04560
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_factored_rms(), otx.scale_by_learning_rate(1e-2))
+    """
+    V.check_non_negative("decay_rate", decay_rate)
+    V.check_non_negative("step_offset", step_offset)
+    V.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
+    V.check_non_negative("epsilon", epsilon)
+
+    def init_one(p: torch.Tensor):
+        dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
+        one = p.new_zeros((1,))
+        if dims is not None:
+            d1, d0 = dims
+            row_shape = [n for i, n in enumerate(p.shape) if i != d0]
+            col_shape = [n for i, n in enumerate(p.shape) if i != d1]
+            return p.new_zeros(row_shape), p.new_zeros(col_shape), one
+        return one, p.new_zeros((1,)), torch.zeros_like(p)
+
+    def init_fn(params):
+        flat, spec = tree.flatten(params)
+        outs = [(None, None, None) if p is None else init_one(p) for p in flat]
+        return FactoredState(
+            count=numerics.zero_count(),
+            v_row=tree.unflatten(spec, [o[0] for o in outs]),
+            v_col=tree.unflatten(spec, [o[1] for o in outs]),
+            v=tree.unflatten(spec, [o[2] for o in outs]),
+        )
+
+    def update_one(g, v_row, v_col, v, p, decay):
+        dtype = p.dtype
+        grad_sqr = numerics.abs_sq(g) + epsilon
+        placeholder = p.new_zeros((1,))
+        dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
+        if dims is not None:
+            d1, d0 = dims
+            new_v_row = (decay * v_row + (1.0 - decay) * grad_sqr.mean(dim=d0)).to(dtype)
+            new_v_col = (decay * v_col + (1.0 - decay) * grad_sqr.mean(dim=d1)).to(dtype)
+            reduced_d1 = d1 - 1 if d1 > d0 else d1
+            row_col_mean = new_v_row.mean(dim=reduced_d1, keepdim=True)
+            row_factor = (new_v_row / row_col_mean) ** -0.5
+            col_factor = new_v_col**-0.5
+            update = g * row_factor.unsqueeze(d0) * col_factor.unsqueeze(d1)
+            return update, new_v_row, new_v_col, placeholder
+        new_v = (decay * v + (1.0 - decay) * grad_sqr).to(dtype)
+        return g * new_v**-0.5, placeholder, p.new_zeros((1,)), new_v
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "scale_by_factored_rms needs params: call update(updates, state, params)"
+            )
+        decay = decay_rate_fn(state.count - step_offset, decay_rate)
+        flat_g, spec = tree.flatten(updates)
+        flat_r = tree.flatten(state.v_row)[0]
+        flat_c = tree.flatten(state.v_col)[0]
+        flat_v = tree.flatten(state.v)[0]
+        flat_p = tree.flatten(params)[0]
+        outs = [
+            (None, None, None, None) if g is None or p is None else update_one(g, r, c, v, p, decay)
+            for g, r, c, v, p in zip(flat_g, flat_r, flat_c, flat_v, flat_p)
+        ]
+        new_state = FactoredState(
+            count=numerics.safe_increment(state.count),
+            v_row=tree.unflatten(spec, [o[1] for o in outs]),
+            v_col=tree.unflatten(spec, [o[2] for o in outs]),
+            v=tree.unflatten(spec, [o[3] for o in outs]),
+        )
+        return tree.unflatten(spec, [o[0] for o in outs]), new_state
+
+    return GradientTransformation(init_fn, donation_safe(update_fn))
+
+
+# --------------------------------------------------------------------------------------------
+# SM3
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleBySM3State(NamedTuple):
+    """State of :func:`scale_by_sm3`."""
+
+    mu: Updates  # per parameter, a list of 1-d accumulators: one per axis
+    nu: Updates  # momentum of the scaled updates
+
+
+def scale_by_sm3(b1: Num = 0.9, b2: Num = 1.0, eps: Num = 1e-8) -> GradientTransformation:
+    r"""Scales updates by SM3: an Adagrad-like accumulator covered by per-axis maxima.
+
+    For a parameter with axes :math:`1..d` and per-axis accumulators :math:`\mu^{(i)}`:
+
+    .. math::
+        a_k = c\, g_k^2 + \beta_2 \min_i \mu^{(i)}_{k-1}\ \text{(broadcast)},\quad
+        \mu^{(i)}_k = \max_{\text{axes} \ne i} a_k,\\
+        \nu_k = \beta_1 \nu_{k-1} + (1-\beta_1)\, g_k / \sqrt{a_k + \epsilon}\ \
+        (0 \text{ where } a_k = 0),\quad u_k = \nu_k
+
+    with :math:`c = 1-\beta_2` (:math:`c = 1` for :math:`\beta_2 = 1`, the paper's sum). For a
+    vector the accumulator is :math:`a_k` itself. Runs leaf by leaf.
+
+    A 0-d parameter has one 0-d accumulator (a list of one tensor): *deviation* (optax's state
+    holds no accumulator for it and its update raises ``IndexError``).
+
+    Args:
+      b1: decay rate of the momentum (default 0.9).
+      b2: decay rate of the accumulators (default 1: a sum).
+      eps: added inside the square root (default 1e-8).
+
+    Reference: Anil et al., 2019, https://arxiv.org/abs/1901.11150
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_sm3(), otx.scale(-0.1))
+    """
+    V.check_decay("b1", b1)
+    V.check_decay("b2", b2, allow_one=True)
+    V.check_non_negative("eps", eps)
+
+    def zeros_for_dim(p: torch.Tensor) -> list[torch.Tensor]:
+        if p.ndim == 0:
+            return [torch.zeros_like(p)]
+        return [p.new_zeros((n,)) for n in p.shape]
+
+    def init_fn(params):
+        _reject_complex(params)
+        return ScaleBySM3State(mu=tree.map(zeros_for_dim, params), nu=tree.zeros_like(params))
+
+    def accumulate(g: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(b2, torch.Tensor):
+            c = torch.where(b2 != 1, 1 - b2, torch.ones_like(b2))
+        else:
+            c = (1.0 - b2) if b2 != 1.0 else 1.0
+        if g.ndim < 2:
+            prev = vs[0]
+        else:
+            rank = g.ndim
+            prev = functools.reduce(
+                torch.minimum,
+                [
+                    v.reshape([1] * i + [g.shape[i]] + [1] * (rank - i - 1))
+                    for i, v in enumerate(vs)
+                ],
+            )
+        return c * g**2 + b2 * prev
+
+    def new_mu(accum: torch.Tensor) -> list[torch.Tensor]:
+        if accum.ndim < 2:
+            return [accum]
+        dims = range(accum.ndim)
+        return [torch.amax(accum, dim=[j for j in dims if j != i]) for i in dims]
+
+    def update_fn(updates, state, params=None):
+        del params
+        flat_g, spec = tree.flatten(updates)
+        flat_mu, mu_spec = tree.flatten(state.mu)
+        flat_nu = tree.flatten(state.nu)[0]
+        ups: list[torch.Tensor | None] = []
+        mus: list[torch.Tensor | None] = []
+        pos = 0
+        for g, nu in zip(flat_g, flat_nu):
+            n = 1 if nu is None else max(nu.ndim, 1)  # accumulators of this parameter
+            vs = flat_mu[pos : pos + n]
+            pos += n
+            if g is None or nu is None:
+                ups.append(None)
+                mus.extend([None] * n)
+                continue
+            accum = accumulate(g, vs)
+            inv = torch.where(accum > 0, torch.rsqrt(accum + eps), 0.0)
+            ups.append(g * inv)
+            mus.extend(new_mu(accum))
+        nu = tree.update_moment(tree.unflatten(spec, ups), state.nu, b1, 1)
+        nu = tree.cast_like(nu, state.nu)
+        return nu, ScaleBySM3State(mu=tree.unflatten(mu_spec, mus), nu=nu)
+
+    return GradientTransformation(init_fn, donation_safe(update_fn))
