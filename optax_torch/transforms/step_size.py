@@ -125,7 +125,9 @@ def scale_by_distance_over_gradients(
     def init_fn(params):
         return ScaleByDistanceOverGradientsState(
             max_dist=tree.map(lambda x: reps_rel * (1 + torch.linalg.vector_norm(x)), params),
-            grad_sum_of_squares=tree.map(lambda x: torch.zeros(1, dtype=x.dtype), params),
+            grad_sum_of_squares=tree.map(
+                lambda x: torch.zeros(1, dtype=x.dtype, device=x.device), params
+            ),
             init_params=tree.cast(params, param_dtype),
         )
 
