@@ -416,3 +416,86 @@ def test_reduce_on_plateau_validation():
         otc.reduce_on_plateau(accumulation_size=0)
     with pytest.raises(ValueError, match="min_scale"):
         otc.reduce_on_plateau(min_scale=-0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# sam / normalize
+# --------------------------------------------------------------------------------------------
+
+
+def _adv(L, rho=0.05):
+    return L.tx.chain(L.contrib.normalize(), L.tx.sgd(rho))
+
+
+SAM_CASES: dict[str, Any] = {
+    "normalize": lambda L: L.contrib.normalize(),
+    "sam": lambda L: L.contrib.sam(L.tx.sgd(0.1), _adv(L)),
+    "sam_adam_period_3": lambda L: L.contrib.sam(L.tx.adam(0.05), _adv(L, 0.1), sync_period=3),
+    "sam_no_reset": lambda L: L.contrib.sam(
+        L.tx.sgd(0.1, momentum=0.9),
+        L.tx.chain(L.contrib.normalize(), L.tx.adam(0.02)),
+        sync_period=3,
+        reset_state=False,
+    ),
+    "sam_period_1": lambda L: L.contrib.sam(L.tx.sgd(0.1), _adv(L), sync_period=1),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(SAM_CASES))
+def test_sam_vs_optax(name, dtype):
+    run_both(SAM_CASES[name], dtype=dtype)
+
+
+def test_sam_with_none():
+    run_both(SAM_CASES["sam_adam_period_3"], with_none=True)
+
+
+def _grad_fn_args(L, params, grads, k):
+    """A grad_fn for opaque SAM: the gradient of sum(x**2 / 2 + (0.1 + 0.01 k) x**3 / 3)."""
+    c = 0.1 + 0.01 * k
+    if L.is_torch:
+        return {"grad_fn": lambda p, i: otree.map(lambda x: x + c * x * x + 0.01 * i, p)}
+    import jax
+
+    return {"grad_fn": lambda p, i: jax.tree.map(lambda x: x + c * x * x + 0.01 * i, p)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("sync_period", [2, 3])
+def test_sam_opaque_vs_optax(sync_period, dtype):
+    run_both(
+        lambda L: L.contrib.sam(
+            L.tx.adam(0.05), _adv(L), sync_period=sync_period, opaque_mode=True
+        ),
+        dtype=dtype,
+        extra_args_fn=_grad_fn_args,
+    )
+
+
+def test_sam_behaviour():
+    params = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    opt = otc.sam(otx.sgd(0.1), otx.chain(otc.normalize(), otx.sgd(0.5)))
+    st = opt.init(params)
+    assert st.cache["w"] is not params["w"]
+    g = {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    # adversarial step: w + 0.5 * g / |g|
+    u, st = opt.update(g, st, params)
+    torch.testing.assert_close(u["w"], 0.5 * g["w"] / 5.0)
+    p1 = otx.apply_updates(params, u)
+    # outer step: back to the cached params, minus 0.1 * the gradient at the adversarial point
+    g2 = {"w": torch.tensor([1.0, 1.0], dtype=torch.float64)}
+    u, st = opt.update(g2, st, p1)
+    torch.testing.assert_close(otx.apply_updates(p1, u)["w"], params["w"] - 0.1 * g2["w"])
+    assert_trees_equal(_roundtrip(st), st)
+    with pytest.raises(ValueError, match="grad_fn"):
+        o = otc.sam(otx.sgd(0.1), otc.normalize(), opaque_mode=True)
+        o.update(g, o.init(params), params)
+
+
+def test_sam_validation():
+    with pytest.raises(ValueError, match="sync_period"):
+        otc.sam(otx.sgd(0.1), otc.normalize(), sync_period=0)
+    with pytest.raises(ValueError, match="batch_axis_name"):
+        otc.sam(otx.sgd(0.1), otc.normalize(), opaque_mode=True, batch_axis_name="batch")
+    assert otc.NormalizeState is otx.EmptyState
