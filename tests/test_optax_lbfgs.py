@@ -16,8 +16,9 @@ import numpy as np
 import optax
 import pytest
 import torch
-from conftest import assert_trees_close, to_jax
+from conftest import Pair, assert_trees_close, to_jax
 from optax_ref import JAX, TORCH, Lib, params_tree, run_both
+from test_optax_linesearch import OBJECTIVES, jit
 
 import optax_torch as otx
 
@@ -37,7 +38,7 @@ def _convex_grads(params, k):
     return otx.tree.map(lambda x: (1.0 + x.abs()) * x - c, params)
 
 
-def jit(L: Lib, tx):
+def jit_plain(L: Lib, tx):
     """optax's update under ``jax.jit`` (eager JAX recompiles its ``scan``s at every call)."""
     if L.is_torch:
         return tx
@@ -45,9 +46,13 @@ def jit(L: Lib, tx):
 
 
 LBFGS_CASES = {
-    "default": lambda L: jit(L, L.tx.chain(L.tx.scale_by_lbfgs(), L.tx.scale(-0.5))),
-    "memory_3": lambda L: jit(L, L.tx.chain(L.tx.scale_by_lbfgs(memory_size=3), L.tx.scale(-0.3))),
-    "memory_1": lambda L: jit(L, L.tx.chain(L.tx.scale_by_lbfgs(memory_size=1), L.tx.scale(-0.3))),
+    "default": lambda L: jit_plain(L, L.tx.chain(L.tx.scale_by_lbfgs(), L.tx.scale(-0.5))),
+    "memory_3": lambda L: jit_plain(
+        L, L.tx.chain(L.tx.scale_by_lbfgs(memory_size=3), L.tx.scale(-0.3))
+    ),
+    "memory_1": lambda L: jit_plain(
+        L, L.tx.chain(L.tx.scale_by_lbfgs(memory_size=1), L.tx.scale(-0.3))
+    ),
     "no_scale_init": lambda L: jit(
         L,
         L.tx.chain(L.tx.scale_by_lbfgs(memory_size=4, scale_init_precond=False), L.tx.scale(-0.2)),
@@ -70,7 +75,7 @@ def test_scale_by_lbfgs_f32(name):
 def test_scale_by_lbfgs_random_grads():
     """Alone (no sign flip) on the harness's random gradients, for 8 steps (the curvatures of
     random gradients are arbitrary and rounding grows with the step count)."""
-    run_both(lambda L: jit(L, L.tx.scale_by_lbfgs(memory_size=3)), steps=8, rtol=1e-8)
+    run_both(lambda L: jit_plain(L, L.tx.scale_by_lbfgs(memory_size=3)), steps=8, rtol=1e-8)
 
 
 def test_scale_by_lbfgs_with_none():
@@ -123,6 +128,137 @@ def test_scale_by_lbfgs_secant_equation():
             (new_state.count - 1) % 3,
         )
         torch.testing.assert_close(p_du, dw, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# lbfgs (with its zoom line search) on objectives
+# --------------------------------------------------------------------------------------------
+
+
+def lbfgs_trajectory(L: Lib, objective: str, steps: int, build, params):
+    """Iterates ``value, grad = value_and_grad_from_state(fn)(params, state=state)`` then
+    ``update(grad, state, params, value=value, grad=grad, value_fn=fn)``; returns per step the
+    params, the value at the accepted point, the line-search steps and (torch) the number of
+    objective evaluations."""
+    fn = OBJECTIVES[objective][L.name]
+    calls = [0]
+    if L.is_torch:
+
+        def value_fn(p):
+            calls[0] += 1
+            return fn(p)
+
+        vg = otx.value_and_grad_from_state(value_fn)
+    else:
+        value_fn = fn
+        vg = jax_jitted_vg(fn)
+        params = to_jax(params)
+    tx = jit(L, build(L))
+    state = tx.init(params)
+    out = []
+    for _ in range(steps):
+        before = calls[0]
+        value, grad = vg(params, state=state)
+        updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn)
+        params = L.tx.apply_updates(params, updates)
+        ls = state[-1]
+        out.append((params, ls.value, ls.info.num_linesearch_steps, calls[0] - before))
+    return out
+
+
+_VG = {}
+
+
+def jax_jitted_vg(fn):
+    if fn not in _VG:
+        _VG[fn] = jax.jit(optax.value_and_grad_from_state(fn))
+    return _VG[fn]
+
+
+def compare_lbfgs(objective, steps, build=lambda L: L.tx.lbfgs(), params=None):
+    if params is None:
+        params = otx.tree.map(lambda x: 0.5 * x, params_tree())
+    ours = lbfgs_trajectory(TORCH, objective, steps, build, params)
+    theirs = lbfgs_trajectory(JAX, objective, steps, build, params)
+    for k, ((p, v, n, calls), (pj, vj, nj, _)) in enumerate(zip(ours, theirs)):
+        assert int(n) == int(nj), f"step {k}: {int(n)} line-search steps vs optax's {int(nj)}"
+        # One evaluation per line-search step, plus value_and_grad_from_state's first one.
+        assert calls == int(n) + (k == 0), f"step {k}: {calls} evaluations, {int(n)} steps"
+        try:
+            assert_trees_close((p, v), (pj, vj), rtol=1e-10, atol=1e-12)
+        except AssertionError as e:
+            raise AssertionError(f"step {k}: {e}") from None
+    return ours
+
+
+def test_lbfgs_quartic():
+    traj = compare_lbfgs("quartic", 12)
+    assert float(traj[-1][1]) < float(traj[0][1])
+
+
+def test_lbfgs_rosenbrock():
+    compare_lbfgs("rosenbrock", 25)
+
+
+def test_lbfgs_options():
+    """A learning rate, a small memory, no initial scaling, a backtracking line search."""
+
+    def build(L):
+        return L.tx.lbfgs(
+            learning_rate=0.8,
+            memory_size=3,
+            scale_init_precond=False,
+            linesearch=L.tx.scale_by_backtracking_linesearch(
+                max_backtracking_steps=15, store_grad=True
+            ),
+        )
+
+    compare_lbfgs("quartic", 10, build)
+
+
+def test_lbfgs_no_linesearch():
+    def build(L):
+        return L.tx.lbfgs(learning_rate=0.5, linesearch=None)
+
+    params = otx.tree.map(lambda x: 0.5 * x, params_tree())
+    fns = OBJECTIVES["quartic"]
+
+    def grads_fn(p, k):
+        return torch.func.grad(fns["torch"])(p)
+
+    run_both(lambda L: jit_plain(L, build(L)), grads_fn=grads_fn, params=params, steps=10)
+
+
+def test_lbfgs_converges_on_rosenbrock():
+    """From the classic start (-1.2, 1): the minimum (1, 1) to 1e-6 in < 100 iterations."""
+    fn = OBJECTIVES["rosenbrock"]["torch"]
+    names = ["scalar", "empty", "dense", "seq", "pair"]
+    params = {k: None for k in names}
+    params.update(
+        scalar=torch.tensor(-1.2, dtype=torch.float64),
+        empty=torch.zeros(0, dtype=torch.float64),
+        dense={"w": torch.zeros(0, dtype=torch.float64), "b": torch.ones(1, dtype=torch.float64)},
+        seq=[torch.zeros(0, dtype=torch.float64), (None, None)],
+        pair=Pair(first=None, second={"z": torch.zeros(0, dtype=torch.float64)}),
+    )
+    solver = otx.lbfgs()
+    state = solver.init(params)
+    vg = otx.value_and_grad_from_state(fn)
+    it = 0
+    for it in range(100):  # noqa: B007 (reported on failure)
+        value, grad = vg(params, state=state)
+        updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+        params = otx.apply_updates(params, updates)
+        x = torch.stack([params["scalar"], params["dense"]["b"][0]])
+        if (x - 1.0).abs().max() < 1e-6:
+            break
+    assert (x - 1.0).abs().max() < 1e-6, (it, x)
+    assert it < 99
+
+
+def test_lbfgs_validation():
+    with pytest.raises(ValueError, match="memory_size"):
+        otx.lbfgs(memory_size=0)
 
 
 # --------------------------------------------------------------------------------------------
