@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import Pair, assert_trees_close, assert_trees_equal, make_tree
-from optax_ref import run_both
+from optax_ref import JAX, TORCH, run_both
 
 import optax_torch as otx
 import optax_torch.contrib as otc
@@ -499,3 +499,92 @@ def test_sam_validation():
     with pytest.raises(ValueError, match="batch_axis_name"):
         otc.sam(otx.sgd(0.1), otc.normalize(), opaque_mode=True, batch_axis_name="batch")
     assert otc.NormalizeState is otx.EmptyState
+
+
+# --------------------------------------------------------------------------------------------
+# split_real_and_imaginary
+# --------------------------------------------------------------------------------------------
+
+
+def _complex_tree(seed: int, dtype: torch.dtype, with_none: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+
+    def r(*shape):
+        return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1).to(dtype)
+
+    def c(*shape):
+        return torch.complex(r(*shape), r(*shape)).to(cdtype)
+
+    out = {"z": c(2, 3), "r": r(3), "c0": c(), "nested": [c(4), r(2, 2)]}
+    if with_none:
+        out["nested"][0] = None
+    return out
+
+
+def _as_real(t):
+    """Complex leaves as (..., 2) real views, so that comparisons see both parts."""
+    return otree.map(lambda x: torch.view_as_real(x) if x.is_complex() else x, t)
+
+
+def _run_complex(build, dtype, steps=20, with_none=False):
+    """run_both for complex trees (the harness compares real values only)."""
+    import optax
+    from conftest import to_jax, to_torch
+
+    rtol, atol = (1e-10, 1e-12) if dtype == torch.float64 else (2e-5, 2e-6)
+    params = _complex_tree(0, dtype)
+    params_j = to_jax(params)
+    tx_t, tx_j = build(TORCH), build(JAX)
+    st_t, st_j = tx_t.init(params), tx_j.init(params_j)
+    for k in range(steps):
+        g = _complex_tree(100 + k, dtype, with_none=with_none)
+        u_t, st_t = tx_t.update(g, st_t, params)
+        u_j, st_j = tx_j.update(to_jax(g), st_j, params_j)
+        assert_trees_close(_as_real(u_t), _as_real(to_torch(u_j)), rtol=rtol, atol=atol)
+        assert_trees_close(st_t, st_j, rtol=rtol, atol=atol)
+        params = otx.apply_updates(params, u_t)
+        params_j = optax.apply_updates(params_j, u_j)
+        assert all(x.dtype == y.dtype for x, y in zip(otree.leaves(u_t), otree.leaves(g)))
+    return st_t
+
+
+COMPLEX_CASES: dict[str, Any] = {
+    "adam": lambda L: L.contrib.split_real_and_imaginary(L.tx.adam(0.1)),
+    "chain": lambda L: L.contrib.split_real_and_imaginary(
+        L.tx.chain(L.tx.clip_by_global_norm(1.0), L.tx.sgd(0.05, momentum=0.9))
+    ),
+    "adamw": lambda L: L.contrib.split_real_and_imaginary(L.tx.adamw(0.1, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(COMPLEX_CASES))
+def test_split_real_and_imaginary_vs_optax(name, dtype):
+    st = _run_complex(COMPLEX_CASES[name], dtype)
+    if name == "adam":
+        with torch.serialization.safe_globals([Pair]):
+            assert_trees_equal(_roundtrip(st), st)
+
+
+def test_split_real_and_imaginary_missing_gradient():
+    # a complex parameter without gradient: no update, its (split) state kept
+    tx = otc.split_real_and_imaginary(otx.adam(0.1))
+    params = _complex_tree(0, torch.float64)
+    st = tx.init(params)
+    g = _complex_tree(1, torch.float64, with_none=True)
+    u, st2 = tx.update(g, st, params)
+    assert u["nested"][0] is None and u["z"].is_complex()
+    mu = st2.inner_state[0].mu
+    assert isinstance(mu["nested"][0], otc.SplitRealAndImaginaryArrays)
+    assert_trees_equal(mu["nested"][0], st.inner_state[0].mu["nested"][0])
+
+
+def test_split_real_and_imaginary_is_not_complex_adam():
+    # Adam on the split parts normalises real and imaginary parts separately.
+    params = {"z": torch.tensor([1 + 1j], dtype=torch.complex128)}
+    g = {"z": torch.tensor([3e-3 + 4j], dtype=torch.complex128)}
+    tx = otc.split_real_and_imaginary(otx.adam(1.0))
+    u, _ = tx.update(g, tx.init(params), params)
+    expected = torch.tensor([-1 - 1j], dtype=torch.complex128)
+    torch.testing.assert_close(u["z"], expected, rtol=0, atol=1e-5)  # eps/|g| ~ 3e-6
