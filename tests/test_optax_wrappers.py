@@ -456,3 +456,180 @@ def test_lookahead_validation():
             otx.lookahead(otx.sgd(0.1), bad, 0.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="slow_step_size"):
         otx.lookahead(otx.sgd(0.1), 2, float("nan"))
+
+
+# --------------------------------------------------------------------------------------------
+# apply_if_finite
+# --------------------------------------------------------------------------------------------
+
+
+def _if_finite(max_errors, inner="adam"):
+    def build(L):
+        tx = L.tx.adam(0.1) if inner == "adam" else L.tx.sgd(0.1, momentum=0.9)
+        return _jit(L, L.tx.apply_if_finite(tx, max_errors))
+
+    return build
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_apply_if_finite_matches_optax(dtype):
+    """NaN at steps 2, 5, 6 (skipped: fewer than 3 in a row), inf at 9 (skipped)."""
+
+    def grads(params, k):
+        if k == 9:
+            return _nan_grads({9}, float("inf"))(params, k)
+        return _nan_grads({2, 5, 6})(params, k)
+
+    run_both(_if_finite(2), grads_fn=grads, dtype=dtype, steps=12)
+
+
+def test_apply_if_finite_gives_up_like_optax():
+    """Three NaN steps in a row with max_consecutive_errors=2: the third is applied (NaN params
+    from then on, in both libraries); with_none leaves too."""
+    run_both(_if_finite(2, "sgd"), grads_fn=_nan_grads({3, 4, 5}), steps=7, with_none=True)
+    run_both(_if_finite(0, "sgd"), grads_fn=_nan_grads({1}), steps=3, dtype=torch.float32)
+
+
+def test_apply_if_finite_skips_exactly():
+    opt = otx.apply_if_finite(otx.adam(0.1), 1)
+    p = {"w": torch.ones(3), "b": None}
+    state = opt.init(p)
+    _, state = opt.update({"w": torch.ones(3), "b": None}, state, p)
+    u, new = opt.update({"w": torch.tensor([1.0, float("nan"), 0.0]), "b": None}, state, p)
+    assert_trees_equal(u, {"w": torch.zeros(3), "b": None})
+    assert_trees_equal(new.inner_state, state.inner_state)
+    assert (int(new.notfinite_count), bool(new.last_finite), int(new.total_notfinite)) == (
+        1,
+        False,
+        1,
+    )
+    _, new = opt.update({"w": torch.ones(3), "b": None}, new, p)
+    assert (int(new.notfinite_count), bool(new.last_finite), int(new.total_notfinite)) == (
+        0,
+        True,
+        1,
+    )
+    assert_trees_equal(_roundtrip(new), new)
+
+
+def test_apply_if_finite_compiles_and_validates():
+    opt = otx.apply_if_finite(otx.adam(0.1), 1)
+    p = {"w": torch.ones(3)}
+    step = torch.compile(opt.update, backend="aot_eager", fullgraph=True)
+    s_e = s_c = opt.init(p)
+    for g in (torch.ones(3), torch.tensor([float("nan"), 1.0, 1.0]), torch.full((3,), 0.5)):
+        u_e, s_e = opt.update({"w": g}, s_e, p)
+        u_c, s_c = step({"w": g}, s_c, p)
+        assert_trees_close(u_c, u_e, rtol=1e-6)
+        assert_trees_close(s_c, s_e, rtol=1e-6)
+    with pytest.raises(ValueError, match="max_consecutive_errors"):
+        otx.apply_if_finite(otx.sgd(0.1), -1)
+
+
+# --------------------------------------------------------------------------------------------
+# apply_every
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("k", [1, 3])
+def test_apply_every_matches_optax(k, dtype):
+    run_both(lambda L: L.tx.chain(L.tx.apply_every(k), L.tx.sgd(0.1)), dtype=dtype)
+
+
+def test_apply_every_none_leaves_and_tensor_k_match_optax():
+    run_both(lambda L: L.tx.apply_every(3), with_none=True, steps=7)
+
+    def build(L):
+        k = torch.tensor(2, dtype=torch.int32) if L.is_torch else jnp.asarray(2, jnp.int32)
+        return L.tx.apply_every(k)
+
+    run_both(build, steps=5)
+
+
+def test_apply_every_emits_sums_and_zeros():
+    tx = otx.apply_every(3)
+    p = {"w": torch.zeros(2)}
+    state = tx.init(p)
+    seen = []
+    for step in range(6):
+        u, state = tx.update({"w": torch.full((2,), float(step + 1))}, state, p)
+        seen.append(u["w"][0].item())
+    assert seen == [0.0, 0.0, 6.0, 0.0, 0.0, 15.0]
+    assert int(state.count) == 0
+    step_fn = torch.compile(tx.update, backend="aot_eager", fullgraph=True)
+    u, _ = step_fn({"w": torch.ones(2)}, state, p)
+    assert_trees_equal(u, {"w": torch.zeros(2)})
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="k"):
+            otx.apply_every(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# flatten
+# --------------------------------------------------------------------------------------------
+
+
+# The flat vector follows optax_torch.tree's leaf order (dicts in insertion order), JAX's sorts
+# dict keys: the inner states hold the same numbers in another order, so states are compared
+# leaf by leaf in test_flatten_equals_unflattened_elementwise_inner instead.
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_flatten_adam_matches_optax(dtype):
+    run_both(lambda L: L.tx.flatten(L.tx.adam(0.1)), dtype=dtype, compare_state=False)
+
+
+def test_flatten_none_leaves_and_weight_decay_match_optax():
+    run_both(
+        lambda L: L.tx.flatten(L.tx.adamw(0.1, weight_decay=0.1)),
+        with_none=True,
+        steps=5,
+        compare_state=False,
+    )
+
+
+def test_flatten_mixed_dtypes():
+    """float32 and float64 leaves: the inner transformation runs on one float64 vector (as
+    optax's concatenation promotes); each update comes back in its gradient's dtype (optax
+    returns float64 ones), so the comparison is at float32 precision."""
+    params = make_tree(0, dtypes=(torch.float32, torch.float64))
+    build = lambda L: L.tx.flatten(L.tx.adam(0.1))  # noqa: E731
+    run_both(build, params=params, rtol=1e-6, atol=1e-7, steps=8, compare_state=False)
+    tx = otx.flatten(otx.adam(0.1))
+    state = tx.init(params)
+    mu = otree.get(state, "mu")
+    assert mu.dtype == torch.float64 and mu.ndim == 1
+    u, _ = tx.update(params, state, params)
+    for x, y in zip(otree.leaves(u), otree.leaves(params)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+
+
+def _unflatten_like(like, flat):
+    sizes = [x.numel() for x in otree.leaves(like)]
+    pieces = iter(torch.split(flat, sizes))
+    return otree.map(lambda x: next(pieces).reshape(x.shape), like)
+
+
+def test_flatten_equals_unflattened_elementwise_inner():
+    """For an element-wise inner transformation, flattening changes nothing."""
+    params = params_tree()
+    flat, plain = otx.flatten(otx.adam(0.1)), otx.adam(0.1)
+    sf, sp = flat.init(params), plain.init(params)
+    for k in range(3):
+        g = grads_tree(params, k)
+        uf, sf = flat.update(g, sf, params)
+        up, sp = plain.update(g, sp, params)
+        assert_trees_close(uf, up, rtol=1e-14, atol=1e-15)
+    # The flat state, split back into the parameters' shapes, is the per-leaf state.
+    assert int(otree.get(sf, "count")) == int(otree.get(sp, "count")) == 3
+    assert_trees_close(
+        _unflatten_like(params, otree.get(sf, "mu")), otree.get(sp, "mu"), rtol=1e-14, atol=1e-15
+    )
+    assert_trees_close(
+        _unflatten_like(params, otree.get(sf, "nu")), otree.get(sp, "nu"), rtol=1e-14, atol=1e-15
+    )
+    step = torch.compile(flat.update, backend="aot_eager", fullgraph=True)
+    uc, _ = step(grads_tree(params, 5), sf, params)
+    ue, _ = flat.update(grads_tree(params, 5), sf, params)
+    assert_trees_close(uc, ue, rtol=1e-12)

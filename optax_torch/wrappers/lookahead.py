@@ -53,7 +53,7 @@ class LookaheadParams(NamedTuple):
 
 def lookahead(
     fast_optimizer: GradientTransformation,
-    sync_period: int,
+    sync_period: int | torch.Tensor,
     slow_step_size: float | torch.Tensor,
     reset_state: bool = False,
 ) -> GradientTransformation:
@@ -108,7 +108,8 @@ def lookahead(
         >>> updates, state = opt.update(grads, state, params)
         >>> params = otx.apply_updates(params, updates)  # evaluate with params.slow
     """
-    check_positive_int("sync_period", sync_period)
+    if not isinstance(sync_period, torch.Tensor):  # a 0-d tensor is not checked
+        check_positive_int("sync_period", sync_period)
     check_finite("slow_step_size", slow_step_size)
 
     def init_fn(params):
