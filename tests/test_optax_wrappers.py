@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 import torch
-from conftest import assert_trees_close, assert_trees_equal, make_tree, to_jax
+from conftest import Pair, assert_trees_close, assert_trees_equal, make_tree, to_jax
 from optax_ref import grads_tree, params_tree, run_both
 
 import optax_torch as otx
@@ -633,3 +633,70 @@ def test_flatten_equals_unflattened_elementwise_inner():
     uc, _ = step(grads_tree(params, 5), sf, params)
     ue, _ = flat.update(grads_tree(params, 5), sf, params)
     assert_trees_close(uc, ue, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# masked / MaskedNode
+# --------------------------------------------------------------------------------------------
+
+
+def _matrix_mask(p):
+    return otree.map(lambda x: x.ndim > 1, p)
+
+
+def _prefix_mask(p):
+    return {"scalar": True, "empty": True, "dense": False, "seq": True, "pair": False}
+
+
+def _masked(kind):
+    def build(L):
+        if kind == "adam_fn":
+            mask = _matrix_mask if L.is_torch else (lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+            return L.tx.masked(L.tx.adam(0.1), mask)
+        if kind == "prefix_chain":
+            return L.tx.masked(L.tx.chain(L.tx.trace(0.9), L.tx.scale(-0.5)), _prefix_mask(None))
+        return L.tx.masked(L.tx.masked(L.tx.scale_by_adam(), _prefix_mask(None)), _masked_all)
+
+    return build
+
+
+def _masked_all(p):
+    return {"scalar": True, "empty": False, "dense": True, "seq": True, "pair": True}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", ["adam_fn", "prefix_chain", "nested"])
+def test_masked_matches_optax(kind, dtype):
+    """States hold None where optax's hold MaskedNode (the harness treats them as equal)."""
+    run_both(_masked(kind), dtype=dtype, steps=8)
+
+
+def test_masked_with_none_leaves_matches_optax():
+    run_both(_masked("nested"), with_none=True, steps=5)
+
+
+def test_masked_node_is_an_empty_pytree_node():
+    assert otx.MaskedNode() == otx.MaskedNode() and len(otx.MaskedNode()) == 0
+    u = {"a": torch.ones(2), "b": otx.MaskedNode(), "c": [torch.ones(3), otx.MaskedNode()]}
+    assert len(otree.leaves(u)) == 2
+    # Trees holding MaskedNode (as optax code builds them) pass through transformations.
+    tx = otx.masked(otx.scale_by_adam(), {"a": True, "b": True, "c": [False, True]})
+    state = tx.init(u)
+    new, state = tx.update(u, state, u)
+    assert new["b"] == otx.MaskedNode() and new["c"][1] == otx.MaskedNode()
+    assert_trees_equal(new["c"][0], u["c"][0])
+    assert state.inner_state.mu["c"][0] is None
+    assert_trees_equal(_roundtrip(state), state)
+    # ... and give what optax gives for the same tree.
+    tx_j = optax.masked(optax.scale_by_adam(), {"a": True, "b": True, "c": [False, True]})
+    new_j, _ = tx_j.update(to_jax(u), tx_j.init(to_jax(u)), to_jax(u))
+    assert_trees_close(new, new_j, rtol=1e-6)
+
+
+def test_masked_prefix_and_pair_mask():
+    """A prefix mask over a NamedTuple node masks its whole subtree."""
+    p = {"x": Pair(first=torch.ones(2), second=torch.ones(1)), "y": torch.ones(3)}
+    tx = otx.masked(otx.scale(3.0), {"x": True, "y": False})
+    u, _ = tx.update(p, tx.init(p), p)
+    assert_trees_equal(u["x"], Pair(first=torch.full((2,), 3.0), second=torch.full((1,), 3.0)))
+    assert_trees_equal(u["y"], p["y"])

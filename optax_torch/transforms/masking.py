@@ -15,13 +15,30 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 
-__all__ = ["MaskedState", "masked"]
+__all__ = ["MaskedNode", "MaskedState", "masked"]
 
 
 class MaskedState(NamedTuple):
     """State of :func:`masked`: the inner state, with ``None`` for masked-out parameters."""
 
     inner_state: Any
+
+
+class MaskedNode(NamedTuple):
+    """optax's placeholder for a masked-out part of a tree: an empty container (no leaves).
+
+    In optax, :func:`masked` replaces every masked-out leaf or subtree by ``MaskedNode()``
+    before calling the inner transformation, so the inner state holds ``MaskedNode()`` there.
+    optax_torch marks masked-out leaves with ``None`` instead (the library-wide marker of "no
+    gradient, no state", which every tree operation passes through), so its states hold
+    ``None`` where optax's hold ``MaskedNode()``; compare the two with that equivalence.
+
+    ``MaskedNode`` is provided for code written against optax: it is a pytree node without
+    leaves (all instances are equal), so tree operations skip it, and trees of updates, params
+    or masks that contain it are accepted by :func:`masked` and every transformation (the
+    node is passed through unchanged, as in optax). It loads with
+    ``torch.load(weights_only=True)``.
+    """
 
 
 def _is_callable_mask(mask: Any) -> bool:
@@ -50,7 +67,9 @@ def masked(
     ``mask`` is a tree of booleans with the structure of the params (or a prefix of it, e.g.
     ``{"encoder": False, "head": True}``), or a function ``params -> mask``. The mask must not
     depend on tensor values. Masked-out leaves are given to ``inner`` as ``None`` (so ``inner``
-    keeps no state for them and global quantities such as norms ignore them).
+    keeps no state for them and global quantities such as norms ignore them), where optax gives
+    it :class:`MaskedNode` placeholders. Subtrees that already are ``MaskedNode()`` (or
+    ``None``) hold no leaves and pass through.
 
     Example (no weight decay on biases and norms)::
 
