@@ -1,12 +1,14 @@
 """Adaptive-moment transforms and optimizers against optax: Adamax(W), AdaBelief, Yogi, RAdam,
 Adadelta, Lion, NovoGrad, Adan, SM3, Adafactor (factored RMS).
 
-Every case runs 20 steps in optax_torch and optax side by side (``optax_ref.run_both``) in float64
-(rtol 1e-10) and float32, comparing updates, states and params at every step.
+Every case runs in optax_torch and optax side by side (``optax_ref.run_both``): 12 steps in float64
+(rtol 1e-10), and one case per optimizer 8 steps in float32, comparing updates, states and params
+at every step.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 from typing import Any
 
@@ -282,6 +284,25 @@ def test_inject_hyperparams_radam():
     )
 
 
+def test_inject_hyperparams_adafactor_with_momentum_equals_plain_adafactor():
+    """optax's ``inject_hyperparams(adafactor)(momentum=...)`` raises (it turns the
+    ``dtype_momentum`` class into an array); ours equals the plain optimizer."""
+    params = params_tree()
+    kw = {"learning_rate": 0.01, "min_dim_size_to_factor": 2, "momentum": 0.9}
+    injected = otx.inject_hyperparams(otx.adafactor)(**kw)
+    plain = otx.adafactor(**kw)
+    s_i, s_p = injected.init(params), plain.init(params)
+    for k in range(4):
+        g = like_tree(params, seed=20 + k)
+        u_i, s_i = injected.update(g, s_i, params)
+        u_p, s_p = plain.update(g, s_p, params)
+        assert_trees_close(u_i, u_p, rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError):
+        tx = optax.inject_hyperparams(optax.adafactor)(**kw)
+        p_j = to_jax(params)
+        tx.update(p_j, tx.init(p_j), p_j)
+
+
 # --------------------------------------------------------------------------------------------
 # Moment dtypes (mu_dtype optax's; nu_dtype and most mu_dtype are extensions)
 # --------------------------------------------------------------------------------------------
@@ -470,6 +491,48 @@ def test_donated_steps_equal_pure_steps_and_state_round_trips(name):
     with torch.serialization.safe_globals([Pair]):  # the test tree's own NamedTuple
         loaded = torch.load(buf, weights_only=True)
     assert_trees_close(loaded, pure, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Signatures
+# --------------------------------------------------------------------------------------------
+
+NAMES = [
+    "scale_by_adamax", "scale_by_belief", "scale_by_yogi", "scale_by_radam", "scale_by_adadelta",
+    "scale_by_lion", "scale_by_novograd", "scale_by_adan", "scale_by_sm3", "scale_by_factored_rms",
+    "adabelief", "adadelta", "adafactor", "adamax", "adamaxw", "adan", "lion", "novograd", "radam",
+    "sm3", "yogi",
+]  # fmt: skip
+STATES = [
+    "ScaleByAdaDeltaState", "ScaleByAdanState", "ScaleByBeliefState", "ScaleByLionState",
+    "ScaleByNovogradState", "ScaleBySM3State", "FactoredState",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_is_optaxs(name):
+    """Same parameter names, order, kinds and defaults as optax (our keyword-only extensions
+    come after optax's parameters)."""
+    ours = inspect.signature(getattr(otx, name)).parameters
+    theirs = inspect.signature(getattr(optax, name)).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for k, p in theirs.items():
+        q = ours[k]
+        assert q.kind == p.kind, k
+        if k == "decay_rate_fn":
+            continue  # a function (optax's computes in float32, ours in float64)
+        if k == "dtype_momentum":
+            assert q.default is torch.float32
+            continue
+        assert q.default == p.default, k
+    for k in list(ours)[len(theirs) :]:
+        assert ours[k].kind == inspect.Parameter.KEYWORD_ONLY
+        assert ours[k].default is None or ours[k].default is False
+
+
+@pytest.mark.parametrize("name", STATES)
+def test_state_fields_are_optaxs(name):
+    assert getattr(otx, name)._fields == getattr(optax, name)._fields
 
 
 # --------------------------------------------------------------------------------------------
