@@ -1,6 +1,6 @@
-"""Adaptive scalings beyond Adam: Adamax, AdaBelief, Yogi, RAdam, Adadelta, Lion, NovoGrad, Adan.
+"""Adaptive scalings beyond Adam: Adamax, AdaBelief, Yogi, RAdam, Adadelta, Lion, Adan.
 
-(SM3 and Adafactor's factored RMS, which keep statistics per axis, are in
+(Adafactor's factored RMS, SM3 and NovoGrad, whose second moments are reduced over axes, are in
 :mod:`optax_torch.transforms.factorized`.)
 """
 
@@ -20,24 +20,16 @@ __all__ = [
     "ScaleByAdanState",
     "ScaleByBeliefState",
     "ScaleByLionState",
-    "ScaleByNovogradState",
     "scale_by_adadelta",
     "scale_by_adamax",
     "scale_by_adan",
     "scale_by_belief",
     "scale_by_lion",
-    "scale_by_novograd",
     "scale_by_radam",
     "scale_by_yogi",
 ]
 
 Num = float | torch.Tensor
-
-
-def _where(cond: torch.Tensor, x: float, y: Num) -> torch.Tensor:
-    """``x if cond else y`` as a 0-d tensor (float64 unless ``y`` is a tensor), traceable."""
-    y_t = y if isinstance(y, torch.Tensor) else torch.tensor(y, dtype=torch.float64)
-    return torch.where(cond, x, y_t)
 
 
 def _mu_hat(mu: Updates, updates: Updates, b1: Num, count_inc: torch.Tensor, nesterov: bool):
@@ -474,86 +466,6 @@ def scale_by_lion(
         mu = tree.cast_like(tree.update_moment(updates, state.mu, b2, 1), state.mu)
         count_inc = numerics.safe_increment(state.count)
         return new_updates, ScaleByLionState(count=count_inc, mu=mu)
-
-    return GradientTransformation(init_fn, update_fn)
-
-
-# --------------------------------------------------------------------------------------------
-# NovoGrad
-# --------------------------------------------------------------------------------------------
-
-
-class ScaleByNovogradState(NamedTuple):
-    """State of :func:`scale_by_novograd`."""
-
-    count: torch.Tensor  # 0-d int32
-    mu: Updates
-    nu: Updates  # one 0-d tensor per parameter: the EMA of its squared gradient norm
-
-
-def scale_by_novograd(
-    b1: Num = 0.9,
-    b2: Num = 0.25,
-    eps: Num = 1e-8,
-    eps_root: Num = 0.0,
-    weight_decay: Num = 0.0,
-    mu_dtype: torch.dtype | None = None,
-) -> GradientTransformation:
-    r"""NovoGrad: layer-wise (per-tensor) second moments, momentum on the normalised gradient.
-
-    For each parameter tensor :math:`p` with gradient :math:`g`:
-
-    .. math::
-        v_k = \beta_2 v_{k-1} + (1-\beta_2)\|g_k\|^2 \;(v_1 = \|g_1\|^2),\quad
-        m_k = \beta_1 m_{k-1} + \frac{g_k}{\sqrt{v_k + \epsilon_{root}} + \epsilon}
-              + \lambda p_k \;(m_0 = 0),\quad u_k = m_k
-
-    The first step is chosen with ``torch.where`` on the count (traceable). Needs ``params``.
-
-    Args:
-      b1: momentum coefficient (default 0.9).
-      b2: decay rate of the squared-norm average (default 0.25).
-      eps: added to the denominator outside the square root (default 1e-8).
-      eps_root: added inside the square root (default 0).
-      weight_decay: :math:`\lambda` (default 0).
-      mu_dtype: optional dtype of the momentum (updates keep the gradients' dtype).
-
-    Reference: Ginsburg et al., 2019, https://arxiv.org/abs/1905.11286
-
-    Example::
-
-        >>> tx = otx.chain(otx.scale_by_novograd(), otx.scale_by_learning_rate(1e-2))
-    """
-    V.check_decay("b1", b1, allow_one=True)
-    V.check_decay("b2", b2)
-    V.check_non_negative("eps", eps)
-    V.check_non_negative("eps_root", eps_root)
-    V.check_non_negative("weight_decay", weight_decay)
-
-    def init_fn(params):
-        return ScaleByNovogradState(
-            count=numerics.zero_count(),
-            mu=tree.zeros_like(params, dtype=mu_dtype),
-            nu=tree.map(lambda p: torch.zeros((), dtype=p.dtype, device=p.device), params),
-        )
-
-    @donation_safe
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_novograd needs params: call update(updates, state, params)")
-        count_inc = numerics.safe_increment(state.count)
-        sq_norms = tree.map(lambda g: torch.linalg.vector_norm(g) ** 2, updates)
-        # First step: v_1 = |g_1|^2 exactly (an EMA with decay 0).
-        nu = tree.update_moment(sq_norms, state.nu, _where(count_inc == 1, 0.0, b2), 1)
-        nu = tree.cast_like(nu, state.nu)
-        denom = tree.add_scalar(tree.sqrt(tree.add_scalar(nu, eps_root)), eps)
-        addition = tree.div(updates, tree.cast_like(denom, updates))
-        if isinstance(weight_decay, torch.Tensor) or weight_decay != 0:
-            addition = tree.add_scale(addition, weight_decay, params)
-        # m_0 = 0, so the first step's b1 * m_0 + a is a exactly.
-        mu = tree.add_scale(addition, b1, tree.cast_like(state.mu, addition))
-        mu = tree.cast(mu, mu_dtype)
-        return tree.cast_like(mu, updates), ScaleByNovogradState(count=count_inc, mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)
 
