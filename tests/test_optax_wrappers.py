@@ -700,3 +700,19 @@ def test_masked_prefix_and_pair_mask():
     u, _ = tx.update(p, tx.init(p), p)
     assert_trees_equal(u["x"], Pair(first=torch.full((2,), 3.0), second=torch.full((1,), 3.0)))
     assert_trees_equal(u["y"], p["y"])
+
+
+def test_flatten_none_gradient_keeps_its_state_entries():
+    """A parameter whose gradient is None gets a None update; its slice of Adam's moments is
+    kept, the other slices move as without flatten."""
+    params = {"a": torch.ones(2), "b": torch.ones(3)}
+    tx = otx.flatten(otx.adam(0.1))
+    state = tx.init(params)
+    _, state = tx.update({"a": torch.ones(2) * 0.5, "b": torch.ones(3)}, state, params)
+    u, new = tx.update({"a": None, "b": -torch.ones(3)}, state, params)
+    assert u["a"] is None and u["b"].shape == (3,)
+    mu_old, mu_new = otree.get(state, "mu"), otree.get(new, "mu")
+    assert_trees_equal(mu_new[:2], mu_old[:2])
+    assert not torch.equal(mu_new[2:], mu_old[2:])
+    with pytest.raises(ValueError, match="structure"):
+        tx.update({"a": torch.ones(2)}, state, params)

@@ -126,8 +126,11 @@ def lookahead(
         )
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("lookahead needs the LookaheadParams: update(updates, state, params)")
+        if params is None or not (hasattr(params, "fast") and hasattr(params, "slow")):
+            raise TypeError(
+                "lookahead's update needs the LookaheadParams (fast and slow weights): "
+                f"update(updates, state, LookaheadParams(...)); got params of type {type(params)}"
+            )
         updates, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast)
         sync_next = state.steps_since_sync == sync_period - 1
         updates = _lookahead_update(updates, sync_next, params, slow_step_size)
