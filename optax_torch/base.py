@@ -11,6 +11,7 @@ Pytrees are any ``torch.utils._pytree`` tree (nested dict / list / tuple / Named
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -77,7 +78,52 @@ class TransformUpdateExtraArgsFn(Protocol):
     ) -> tuple[Updates, OptState]: ...
 
 
-class GradientTransformation(NamedTuple):
+class _Pair(NamedTuple):
+    init: Any
+    update: Any
+
+
+def _has_none(updates: Updates) -> bool:
+    return any(x is None for x in _tree.flatten(updates)[0])
+
+
+def _carry_over(new_state: OptState, old_state: OptState) -> OptState:
+    """``new_state`` with each ``None`` leaf replaced by the old leaf at that position.
+
+    A parameter whose gradient is ``None`` gets no update and no new state from the tree ops;
+    its state is carried over unchanged (``torch.optim`` skips such parameters the same way).
+    """
+    new_leaves, spec = _tree.flatten(new_state)
+    old_leaves, old_spec = _tree.flatten(old_state)
+    if old_spec != spec:
+        return new_state
+    merged = [o if n is None else n for n, o in zip(new_leaves, old_leaves)]
+    return _tree.unflatten(spec, merged)
+
+
+class _CarryingNone:
+    """An update function that keeps the old state of the leaves whose gradient is ``None``.
+
+    Every :class:`GradientTransformation` wraps its ``update`` in this, so a bare transformation
+    treats a ``None`` gradient as a chain does. Attributes (e.g. the donation-safe mark) are
+    those of the wrapped function (copied at construction; the mark is read from the function).
+    """
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, updates, state, params=None, **extra_args):
+        new_updates, new_state = self.fn(updates, state, params, **extra_args)
+        if _has_none(updates):
+            new_state = _carry_over(new_state, state)
+        return new_updates, new_state
+
+    def __repr__(self) -> str:
+        return f"<update {getattr(self.fn, '__qualname__', self.fn)!r} (None-grad state kept)>"
+
+
+class GradientTransformation(_Pair):
     """A pair of pure functions implementing a gradient transformation.
 
     Attributes:
@@ -87,6 +133,10 @@ class GradientTransformation(NamedTuple):
         a pytree of updates (usually gradients, same structure as ``params``) and returns the
         new state. Never mutates its arguments: a step is a new value, so it can be compiled,
         vmapped and differentiated.
+
+    Where a gradient is ``None`` (a parameter without gradient this step) the update is
+    ``None`` and that parameter's state is carried over unchanged: every transformation keeps
+    the old state leaves there (``update`` is wrapped to do so at construction).
 
     Example::
 
@@ -98,8 +148,21 @@ class GradientTransformation(NamedTuple):
         >>> params = otx.apply_updates(params, updates)
     """
 
+    __slots__ = ()
+
     init: TransformInitFn
     update: TransformUpdateFn
+
+    def __new__(cls, init: Any, update: Any):
+        if not isinstance(update, _CarryingNone):
+            update = _CarryingNone(update)
+        return super().__new__(cls, init, update)
+
+    @classmethod
+    def _unwrapped(cls, init: Any, update: Any) -> Any:
+        """Builds the pair without the ``None``-state wrapper (for combinators whose members
+        already keep their states, and wrappers of an already wrapped ``update``)."""
+        return tuple.__new__(cls, (init, update))
 
 
 class GradientTransformationExtraArgs(GradientTransformation):
@@ -126,13 +189,15 @@ def donation_safe(update_fn: Callable) -> Callable:
     ``TorchOptimizer`` adapter donates its state only to a donation-safe transformation, so a
     custom transformation is always run on an intact state unless its author marks it.
     """
-    setattr(update_fn, _DONATION_SAFE, True)
+    target = update_fn.fn if isinstance(update_fn, _CarryingNone) else update_fn
+    setattr(target, _DONATION_SAFE, True)
     return update_fn
 
 
 def is_donation_safe(tx: GradientTransformation) -> bool:
     """Whether ``tx.update`` is marked with :func:`donation_safe`."""
-    return bool(getattr(tx.update, _DONATION_SAFE, False))
+    update = tx.update.fn if isinstance(tx.update, _CarryingNone) else tx.update
+    return bool(getattr(update, _DONATION_SAFE, False))
 
 
 class EmptyState(NamedTuple):
@@ -222,4 +287,5 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
 
     if is_donation_safe(tx):
         donation_safe(update)
-    return GradientTransformationExtraArgs(tx.init, update)
+    # tx.update already keeps the state of None-gradient leaves.
+    return GradientTransformationExtraArgs._unwrapped(tx.init, update)

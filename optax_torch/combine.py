@@ -27,24 +27,6 @@ __all__ = [
 ]
 
 
-def _has_none(updates: PyTree) -> bool:
-    return any(x is None for x in tree.flatten(updates)[0])
-
-
-def _carry_over(new_state: OptState, old_state: OptState) -> OptState:
-    """``new_state`` with each ``None`` leaf replaced by the old leaf at that position.
-
-    A parameter whose gradient is ``None`` gets no update and no new state from the tree ops;
-    its state is carried over unchanged (``torch.optim`` skips such parameters the same way).
-    """
-    new_leaves, spec = tree.flatten(new_state)
-    old_leaves, old_spec = tree.flatten(old_state)
-    if old_spec != spec:
-        return new_state
-    merged = [o if n is None else n for n, o in zip(new_leaves, old_leaves)]
-    return tree.unflatten(spec, merged)
-
-
 def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
     """Applies transformations in sequence; the state is the tuple of their states.
 
@@ -72,16 +54,16 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
                 f"{type(state).__name__} with {len(state) if isinstance(state, tuple) else '?'} "
                 "entries: pass the state made by this chain's init"
             )
-        carry = _has_none(updates)
         new_state = []
         for s, t in zip(state, transforms):
             updates, new_s = t.update(updates, s, params, **extra_args)
-            new_state.append(_carry_over(new_s, s) if carry else new_s)
+            new_state.append(new_s)
         return updates, tuple(new_state)
 
     if all(is_donation_safe(t) for t in transforms):
         donation_safe(update_fn)
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    # Each member keeps the state of None-gradient leaves itself.
+    return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 
 
 def named_chain(*args: tuple[str, GradientTransformation]) -> GradientTransformationExtraArgs:
@@ -101,16 +83,15 @@ def named_chain(*args: tuple[str, GradientTransformation]) -> GradientTransforma
         return {name: t.init(params) for name, t in transforms}
 
     def update_fn(updates, state, params=None, **extra_args):
-        carry = _has_none(updates)
         new_state = {}
         for name, t in transforms:
             updates, new_s = t.update(updates, state[name], params, **extra_args)
-            new_state[name] = _carry_over(new_s, state[name]) if carry else new_s
+            new_state[name] = new_s
         return updates, new_state
 
     if all(is_donation_safe(t) for _, t in transforms):
         donation_safe(update_fn)
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 
 
 class PartitionState(NamedTuple):
@@ -171,17 +152,17 @@ def partition(
 
     def update_fn(updates, state, params=None, **extra_args):
         labels, _ = labels_for(updates)
-        carry = _has_none(updates)
         new_inner: dict[Hashable, Any] = {}
         for label in transforms:
             old = state.inner_states[label]
             updates, new_s = masked_for(labels, label).update(updates, old, params, **extra_args)
-            new_inner[label] = _carry_over(new_s, old) if carry else new_s
+            new_inner[label] = new_s
         return updates, PartitionState(new_inner)
 
     if all(is_donation_safe(t) for t in transforms.values()):
         donation_safe(update_fn)
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    # Each member (a masked transformation) keeps the state of None-gradient leaves itself.
+    return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 
 
 multi_transform = partition

@@ -648,11 +648,17 @@ def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, ord
     r"""EMA of ``|g| ** order``: ``decay * m + (1 - decay) * |g| ** order``.
 
     For ``order == 2`` this is ``m * decay + (1 - decay) * g * g`` (``torch.optim``'s form).
+    For complex ``g`` the moment takes ``|g| ** order`` (real), as in optax.
     """
 
     def kernel(b, gs, ms, inplace=None):
         ms = _cast_to(ms, gs)
         d = _as_number(decay)
+        if gs and gs[0].is_complex():  # |g|**order is real; the moment keeps its dtype
+            mags = [torch.view_as_real(g).square().sum(-1) for g in gs]
+            if order != 2:
+                mags = [x.sqrt() ** order for x in mags]
+            return [m * d + x.to(m.dtype) * (1 - d) for m, x in zip(ms, mags)]
         if inplace == 1 and not isinstance(d, torch.Tensor):
             if order == 2:
                 torch._foreach_mul_(ms, d)
@@ -670,10 +676,17 @@ def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, ord
 
 
 def update_infinity_moment(updates: Tree, moments: Tree, decay: Scalar, eps: Scalar) -> Tree:
-    r"""Infinity-norm moment (Adamax): ``max(|g| + eps, decay * m)``."""
+    r"""Infinity-norm moment (Adamax): ``max(|g| + eps, decay * m)``.
+
+    For complex ``g`` the moment is real-valued (held in the moment's complex dtype).
+    """
 
     def kernel(b, gs, ms):
         ms = _cast_to(ms, gs)
+        if gs and gs[0].is_complex():
+            return [
+                torch.maximum(g.abs() + eps, m.real * decay).to(m.dtype) for g, m in zip(gs, ms)
+            ]
         return b.maximum(b.add_scalar(b.abs(gs), eps), b.mul_scalar(ms, decay))
 
     return _apply(kernel, updates, moments, names=("updates", "moments"))
