@@ -100,6 +100,22 @@ def test_scale_by_lbfgs_first_step_unit_ball():
     torch.testing.assert_close(u["w"], g["w"] / 5.0)
 
 
+def test_scale_by_lbfgs_compiles():
+    """torch.compile(fullgraph=True) gives the eager steps (the ring buffers are read through
+    gathers, never indexed by a traced integer)."""
+    tx = otx.scale_by_lbfgs(memory_size=2)
+    p = {"a": torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), "b": None}
+    g = {"a": torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64), "b": None}
+    step = torch.compile(tx.update, backend="aot_eager", fullgraph=True)
+    state_e = state_c = tx.init(p)
+    for k in range(3):
+        gk = {"a": g["a"] + k * p["a"], "b": None}
+        u_e, state_e = tx.update(gk, state_e, p)
+        u_c, state_c = step(gk, state_c, p)
+        assert_trees_close((u_c, state_c), (u_e, state_e), rtol=1e-12, atol=1e-14)
+        p = otx.apply_updates(p, otx.tree.scale(-0.1, u_e))
+
+
 def test_scale_by_lbfgs_secant_equation():
     """The preconditioner satisfies the secant equation for the newest pair: P du = dw."""
     from optax_torch.transforms.lbfgs import _precondition_by_lbfgs

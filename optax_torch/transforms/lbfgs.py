@@ -37,11 +37,6 @@ def _real(x: torch.Tensor) -> torch.Tensor:
     return x.real if x.is_complex() else x
 
 
-def _entry(memory: Updates, idx: torch.Tensor) -> Updates:
-    """Entry ``idx`` (a 0-d integer tensor) of a stacked memory tree."""
-    return tree.map(lambda m: m[idx], memory)
-
-
 def _precondition_by_lbfgs(
     updates: Updates,
     diff_params_memory: Updates,
@@ -52,27 +47,33 @@ def _precondition_by_lbfgs(
 ) -> Updates:
     """``P_k u``: the two-loop recursion over the memory, oldest entry first in the second loop.
 
+    The ring buffers are first put in chronological order (one gather per leaf: a traced
+    ``memory_idx`` cannot index statically), then walked with static indices.
+
     Algorithm 7.4 of Nocedal & Wright, Numerical Optimization, 1999.
     """
     memory_size = weights_memory.shape[0]
-    indices = (memory_idx + torch.arange(memory_size, device=memory_idx.device)) % memory_size
+    order = (memory_idx.to(torch.int64) + torch.arange(memory_size)) % memory_size
+
+    def chronological(memory: Updates) -> Updates:
+        return tree.map(lambda m: m.index_select(0, order.to(m.device)), memory)
+
+    dws = chronological(diff_params_memory)
+    dus = chronological(diff_updates_memory)
+    rhos = weights_memory.index_select(0, order.to(weights_memory.device))
+
+    def entry(memory: Updates, i: int) -> Updates:
+        return tree.map(lambda m: m[i], memory)
+
     vec = updates
-    alphas = []
+    alphas: list[torch.Tensor] = [rhos[0]] * memory_size
     for i in reversed(range(memory_size)):
-        idx = indices[i]
-        dw = _entry(diff_params_memory, idx)
-        du = _entry(diff_updates_memory, idx)
-        alpha = weights_memory[idx] * _real(tree.vdot(dw, vec))
-        vec = tree.cast_like(tree.add_scale(vec, -alpha, du), updates)
-        alphas.append(alpha)
-    alphas.reverse()
+        alphas[i] = rhos[i] * _real(tree.vdot(entry(dws, i), vec))
+        vec = tree.cast_like(tree.add_scale(vec, -alphas[i], entry(dus, i)), updates)
     vec = tree.scale(identity_scale, vec)
     for i in range(memory_size):
-        idx = indices[i]
-        dw = _entry(diff_params_memory, idx)
-        du = _entry(diff_updates_memory, idx)
-        beta = weights_memory[idx] * _real(tree.vdot(du, vec))
-        vec = tree.cast_like(tree.add_scale(vec, alphas[i] - beta, dw), updates)
+        beta = rhos[i] * _real(tree.vdot(entry(dus, i), vec))
+        vec = tree.cast_like(tree.add_scale(vec, alphas[i] - beta, entry(dws, i)), updates)
     return vec
 
 
