@@ -35,9 +35,10 @@ def _mask(p):
 CASES: dict[str, Any] = {
     # adopt
     "adopt": lambda L: L.contrib.adopt(0.01),
-    "adopt_nesterov": lambda L: L.contrib.adopt(0.01, b1=0.8, b2=0.99, nesterov=True),
+    "adopt_nesterov": lambda L: L.contrib.adopt(
+        inverse_time_schedule(L), b1=0.8, b2=0.99, nesterov=True
+    ),
     "adopt_no_clipping": lambda L: L.contrib.adopt(0.01, use_clipping=False, eps=1e-3),
-    "adopt_schedule": lambda L: L.contrib.adopt(inverse_time_schedule(L), b2=0.9),
     "scale_by_adopt": lambda L: L.contrib.scale_by_adopt(b1=0.5, b2=0.95),
     # ademamix
     "ademamix": lambda L: L.contrib.ademamix(0.01),
@@ -52,7 +53,6 @@ CASES: dict[str, Any] = {
         0.01, b1=0.8, b2=0.95, b3=0.99, weight_decay=0.1, mask=_mask
     ),
     "scale_by_ademamix": lambda L: L.contrib.scale_by_ademamix(b3=0.95, alpha=2.0),
-    "simplified_ademamix": lambda L: L.contrib.simplified_ademamix(0.01),
     "simplified_ademamix_alpha_schedule": lambda L: L.contrib.simplified_ademamix(
         0.01,
         b1=0.9,
@@ -72,13 +72,11 @@ CASES: dict[str, Any] = {
     ),
     "scale_by_madgrad_no_momentum": lambda L: L.contrib.scale_by_madgrad(0.05, momentum=0.0),
     # cocob
-    "cocob": lambda L: L.contrib.cocob(),
     "cocob_options": lambda L: L.contrib.cocob(
         inverse_time_schedule(L), alpha=10.0, eps=1e-3, weight_decay=0.1, mask=_mask
     ),
     "scale_by_cocob": lambda L: L.contrib.scale_by_cocob(alpha=5.0),
     # dog, dowg
-    "dog": lambda L: L.contrib.dog(),
     "dog_distance": lambda L: L.contrib.dog(init_step=("distance", 0.1), eps=1e-4),
     "dog_learning_rate": lambda L: L.contrib.dog(
         inverse_time_schedule(L), init_step=("learning_rate", 0.05), weight_decay=0.1
@@ -91,7 +89,6 @@ CASES: dict[str, Any] = {
         inverse_time_schedule(L), init_estim_sq_dist=0.01, eps=1e-3, weight_decay=0.1, mask=_mask
     ),
     # prodigy
-    "prodigy": lambda L: L.contrib.prodigy(),
     "prodigy_options": lambda L: L.contrib.prodigy(
         L.sched(L.tx.linear_schedule(1.0, 0.0, 25)),
         betas=(0.8, 0.99),
@@ -114,7 +111,6 @@ CASES: dict[str, Any] = {
         weight_decay=0.1,
     ),
     # momo, momo_adam (need the loss value: see _momo_value)
-    "momo": lambda L: L.contrib.momo(),
     "momo_options": lambda L: L.contrib.momo(
         inverse_time_schedule(L), beta=0.8, lower_bound=-1.0, weight_decay=0.1
     ),
@@ -143,12 +139,23 @@ CASES: dict[str, Any] = {
         L.tx.adamw(L.sched(L.tx.linear_schedule(1.0, 0.1, 20)), weight_decay=0.1),
         weight_decay=0.0,
     ),
+    # acprop
+    "acprop_options": lambda L: L.contrib.acprop(
+        inverse_time_schedule(L),
+        b1=0.8,
+        b2=0.95,
+        eps=1e-8,
+        eps_root=1e-10,
+        weight_decay=0.1,
+        mask=_mask,
+    ),
+    "scale_by_acprop": lambda L: L.tx.chain(L.contrib.scale_by_acprop(b2=0.9), L.tx.scale(-0.1)),
 }
 
 NONE_CASES = [
     "adopt",
     "ademamix_weight_decay_mask",
-    "simplified_ademamix",
+    "simplified_ademamix_alpha_schedule",
     "madgrad",
     "cocob_options",
     "dog_learning_rate",
@@ -158,6 +165,7 @@ NONE_CASES = [
     "momo_options",
     "momo_adam_adapt_lower_bound",
     "mechanize_adam",
+    "acprop_options",
 ]
 
 
@@ -197,7 +205,35 @@ def test_matches_optax_float64(name):
     run_both(CASES[name], **_tol64(name), **_extra(name))
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# float32: one case per public name (the float64 cases cover the options)
+F32_CASES = [
+    "adopt_nesterov",
+    "scale_by_adopt",
+    "ademamix_schedules",
+    "scale_by_ademamix",
+    "simplified_ademamix_alpha_schedule",
+    "scale_by_simplified_ademamix",
+    "madgrad_weight_decay_schedule",
+    "scale_by_madgrad_no_momentum",
+    "cocob_options",
+    "scale_by_cocob",
+    "dog_learning_rate",
+    "dog_heuristic_mask",
+    "dowg_options",
+    "prodigy_options",
+    "prodigy_safeguard_warmup",
+    "dadapt_adamw_options",
+    "momo_options",
+    "momo_adapt_lower_bound",
+    "momo_adam_adapt_lower_bound",
+    "mechanize_adam",
+    "mechanize_sgd_options",
+    "acprop_options",
+    "scale_by_acprop",
+]
+
+
+@pytest.mark.parametrize("name", F32_CASES)
 def test_matches_optax_float32(name):
     run_both(CASES[name], dtype=F32, **_extra(name))
 
@@ -274,6 +310,12 @@ INVALID = [
     (lambda: otc.mechanize(otx.sgd(1.0), eps=-1.0), "eps"),
     (lambda: otc.mechanize(otx.sgd(1.0), s_init=0.0), "s_init"),
     (lambda: otc.mechanize(otx.sgd(1.0), num_betas=0), "num_betas"),
+    (lambda: otc.acprop(float("nan")), "learning_rate"),
+    (lambda: otc.acprop(0.1, b1=1.0), "b1"),
+    (lambda: otc.acprop(0.1, b2=-1.0), "b2"),
+    (lambda: otc.acprop(0.1, eps=-1.0), "eps"),
+    (lambda: otc.acprop(0.1, eps_root=-1.0), "eps_root"),
+    (lambda: otc.acprop(0.1, weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -502,3 +544,74 @@ def test_mechanize_state_round_trips_through_torch_load(tmp_path):
     back = torch.load(tmp_path / "st.pt", weights_only=True)
     assert type(back) is otc.MechanicState
     torch.testing.assert_close(back.s, st.s, rtol=0, atol=0)
+
+
+def test_acprop_first_step_is_the_gradient_and_state_is_belief_state():
+    p = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    g = {"w": torch.tensor([0.5, 3.0], dtype=torch.float64)}
+    tx = otc.scale_by_acprop(eps=1e-3)
+    u, st = tx.update(g, tx.init(p), p)
+    torch.testing.assert_close(u["w"], g["w"] / (1 + 1e-3), rtol=1e-15, atol=0)
+    assert type(st) is otx.ScaleByBeliefState
+
+
+def _t(v):
+    return torch.tensor(v, dtype=torch.float64)
+
+
+# (name, build(hyperparameter converter)) with the hyperparameters as Python numbers or 0-d tensors
+TENSOR_HP = {
+    "adopt": lambda h: otc.adopt(h(0.01), b1=h(0.8), b2=h(0.99), eps=h(1e-6)),
+    "ademamix": lambda h: otc.ademamix(
+        h(0.01), h(0.8), h(0.9), h(0.99), h(3.0), weight_decay=h(0.1)
+    ),
+    "simplified_ademamix": lambda h: otc.simplified_ademamix(h(0.01), h(0.9), h(0.9), h(2.0)),
+    "madgrad": lambda h: otc.madgrad(h(0.01), h(0.8), h(0.1), h(1e-6)),
+    "cocob": lambda h: otc.cocob(h(0.5), h(10.0), h(1e-3), h(0.1)),
+    "dog": lambda h: otc.dog(h(0.5), ("learning_rate", h(0.1)), h(1e-6), h(0.1)),
+    "dowg": lambda h: otc.dowg(h(0.5), h(0.01), h(1e-3), h(0.1)),
+    "prodigy": lambda h: otc.prodigy(h(0.5), (h(0.8), h(0.99)), h(0.9), weight_decay=h(0.1)),
+    "dadapt_adamw": lambda h: otc.dadapt_adamw(h(0.5), (h(0.8), h(0.99)), weight_decay=h(0.1)),
+    "momo": lambda h: otc.momo(h(0.5), h(0.8), h(-1.0), h(0.1), adapt_lower_bound=True),
+    "momo_adam": lambda h: otc.momo_adam(h(0.1), h(0.8), h(0.99), h(1e-6), h(-1.0), h(0.1), True),
+    "mechanize": lambda h: otc.mechanize(otx.adam(h(1.0)), h(0.1), h(1e-6), h(1e-3)),
+    "acprop": lambda h: otc.acprop(h(0.01), h(0.8), h(0.9), h(1e-8), h(1e-10), h(0.1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TENSOR_HP))
+def test_tensor_hyperparameters_equal_python_numbers(name):
+    """0-d float64 tensor hyperparameters (as ``inject_hyperparams`` passes them) give the steps
+    of the same Python numbers."""
+    gen = torch.Generator().manual_seed(1)
+    p = {
+        "a": torch.randn(3, 2, generator=gen, dtype=torch.float64),
+        "b": torch.randn(4, generator=gen, dtype=torch.float64),
+    }
+    tx_f, tx_t = TENSOR_HP[name](float), TENSOR_HP[name](_t)
+    st_f, st_t = tx_f.init(p), tx_t.init(p)
+    p_f = p_t = p
+    for _ in range(5):
+        g = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in p.items()}
+        kw = {"value": 0.5 * sum(float((x * x).sum()) for x in p_f.values())}
+        kw = kw if name.startswith("momo") else {}
+        u_f, st_f = tx_f.update(g, st_f, p_f, **kw)
+        u_t, st_t = tx_t.update(g, st_t, p_t, **kw)
+        p_f, p_t = otx.apply_updates(p_f, u_f), otx.apply_updates(p_t, u_t)
+        for a, b in zip(otx.tree.leaves((u_f, st_f)), otx.tree.leaves((u_t, st_t))):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(TENSOR_HP))
+def test_float32_params_keep_dtypes_with_float64_tensor_hyperparameters(name):
+    tx = TENSOR_HP[name](_t)
+    gen = torch.Generator().manual_seed(2)
+    p = {"a": torch.randn(3, 2, generator=gen), "b": torch.randn(4, generator=gen)}
+    st0 = st = tx.init(p)
+    for _ in range(3):
+        g = {k: torch.randn(v.shape, generator=gen) for k, v in p.items()}
+        kw = {"value": torch.tensor(1.5)} if name.startswith("momo") else {}
+        u, st = tx.update(g, st, p, **kw)
+        p = otx.apply_updates(p, u)
+        assert {x.dtype for x in otx.tree.leaves(u)} == {torch.float32}
+        assert [x.dtype for x in otx.tree.leaves(st)] == [x.dtype for x in otx.tree.leaves(st0)]
