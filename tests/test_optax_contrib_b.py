@@ -31,7 +31,7 @@ def _roundtrip(state: Any) -> Any:
         return torch.load(buf, weights_only=True)
 
 
-def _jit(build):
+def _jit(build, static_argnames=()):
     """``build`` with optax's ``update`` under ``jax.jit``: optax runs op by op otherwise, which
     takes seconds per step for the Newton-Schulz loops and SVDs (optax_torch is unchanged)."""
 
@@ -41,7 +41,7 @@ def _jit(build):
             return tx
         import jax
 
-        return type(tx)(tx.init, jax.jit(tx.update))
+        return type(tx)(tx.init, jax.jit(tx.update, static_argnames=static_argnames))
 
     return jitted
 
@@ -74,12 +74,12 @@ SCHEDULE_FREE_CASES: dict[str, Any] = {
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("name", list(SCHEDULE_FREE_CASES))
 def test_schedule_free_vs_optax(name, dtype):
-    run_both(SCHEDULE_FREE_CASES[name], dtype=dtype)
+    run_both(_jit(SCHEDULE_FREE_CASES[name]), dtype=dtype)
 
 
 @pytest.mark.parametrize("name", ["sf_adam", "sf_adamw"])
 def test_schedule_free_with_none(name):
-    run_both(SCHEDULE_FREE_CASES[name], with_none=True)
+    run_both(_jit(SCHEDULE_FREE_CASES[name]), with_none=True)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ PLATEAU_CASES: dict[str, Any] = {
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("name", list(PLATEAU_CASES))
 def test_reduce_on_plateau_vs_optax(name, dtype):
-    run_both(PLATEAU_CASES[name], dtype=dtype, extra_args_fn=_plateau_value)
+    run_both(_jit(PLATEAU_CASES[name]), dtype=dtype, extra_args_fn=_plateau_value)
 
 
 def test_reduce_on_plateau_in_chain_with_none():
@@ -444,7 +444,7 @@ SAM_CASES: dict[str, Any] = {
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("name", list(SAM_CASES))
 def test_sam_vs_optax(name, dtype):
-    run_both(SAM_CASES[name], dtype=dtype)
+    run_both(_jit(SAM_CASES[name]), dtype=dtype)
 
 
 def test_sam_with_none():
@@ -588,3 +588,206 @@ def test_split_real_and_imaginary_is_not_complex_adam():
     u, _ = tx.update(g, tx.init(params), params)
     expected = torch.tensor([-1 - 1j], dtype=torch.complex128)
     torch.testing.assert_close(u["z"], expected, rtol=0, atol=1e-5)  # eps/|g| ~ 3e-6
+
+
+# --------------------------------------------------------------------------------------------
+# sophia / hutchinson_estimator_diag_hessian
+# --------------------------------------------------------------------------------------------
+
+
+def _det_hessian_fn(L):
+    """A deterministic Hessian-diagonal 'estimator' (p**2 + |g| / 2), written for both libraries,
+    so that sophia itself can be compared with optax without random probes. It insists on the
+    obj_fn extra argument, which sophia must forward."""
+
+    def update(updates, state, params=None, obj_fn=None, **kw):
+        assert obj_fn is not None and params is not None
+        if L.is_torch:
+            return otree.map(lambda p, g: p * p + 0.5 * g.abs(), params, updates), state
+        import jax
+        import jax.numpy as jnp
+
+        return jax.tree.map(lambda p, g: p * p + 0.5 * jnp.abs(g), params, updates), state
+
+    return L.tx.GradientTransformationExtraArgs(lambda p: L.tx.EmptyState(), update)
+
+
+def _unused_obj_fn(p):
+    return None
+
+
+def _obj_fn_args(L, params, grads, k):
+    return {"obj_fn": _unused_obj_fn}
+
+
+SOPHIA_CASES: dict[str, Any] = {
+    "sophia": lambda L: L.contrib.sophia(0.1, hessian_diagonal_fn=_det_hessian_fn(L)),
+    "sophia_interval_3": lambda L: L.contrib.sophia(
+        0.05,
+        b1=0.9,
+        b2=0.95,
+        gamma=0.5,
+        update_interval=3,
+        weight_decay=0.1,
+        hessian_diagonal_fn=_det_hessian_fn(L),
+    ),
+    "sophia_no_clip": lambda L: L.contrib.sophia(
+        _lr_schedule(L),
+        eps=1e-3,
+        clip_threshold=None,
+        update_interval=2,
+        hessian_diagonal_fn=_det_hessian_fn(L),
+    ),
+    "sophia_clip_mask": lambda L: L.contrib.sophia(
+        0.1,
+        clip_threshold=0.3,
+        update_interval=1,
+        weight_decay_mask=lambda p: (
+            otree.map(lambda x: x.ndim > 1, p)
+            if L.is_torch
+            else __import__("jax").tree.map(lambda x: x.ndim > 1, p)
+        ),
+        hessian_diagonal_fn=_det_hessian_fn(L),
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(SOPHIA_CASES))
+def test_sophia_vs_optax(name, dtype):
+    run_both(_jit(SOPHIA_CASES[name], ("obj_fn",)), dtype=dtype, extra_args_fn=_obj_fn_args)
+
+
+def test_sophia_with_none():
+    run_both(
+        _jit(SOPHIA_CASES["sophia_interval_3"], ("obj_fn",)),
+        with_none=True,
+        extra_args_fn=_obj_fn_args,
+    )
+
+
+def _cubic_obj(lib):
+    """sum(c x**3 / 6) + (sum of all elements)**2 / 2: Hessian diag(c x) + 1 1^T."""
+
+    def f(p):
+        xs = lib["leaves"](p)
+        cubic = sum((0.7 * x**3 / 6).sum() for x in xs)
+        total = sum(x.sum() for x in xs)
+        return cubic + 0.5 * total**2
+
+    return f
+
+
+def _signs(seed, xs):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randint(0, 2, x.shape, generator=g, dtype=torch.int32) * 2 - 1).double() for x in xs
+    ]
+
+
+def test_hutchinson_exact_per_sample_and_vs_jax():
+    import jax
+    from conftest import to_jax
+
+    params = make_tree(0, dtypes=(torch.float64,))
+    est = otc.hutchinson_estimator_diag_hessian(random_seed=3)
+    st = est.init(params)
+    obj = _cubic_obj({"leaves": otree.leaves})
+    xs = otree.leaves(params)
+    gen_key = st.key
+    diag, st = est.update(None, st, params, obj_fn=obj)
+    z = _signs(3, xs)
+    s = sum(zi.sum() for zi in z)
+    expected = [0.7 * x + zi * s for x, zi in zip(xs, z)]  # z * (H z) with z * z = 1
+    for d, e in zip(otree.leaves(diag), expected):
+        torch.testing.assert_close(d, e, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(st.key, gen_key)
+    # the same product through JAX's autodiff, with the same probes
+    f_j = _cubic_obj({"leaves": jax.tree.leaves})
+    p_j, z_j = to_jax(params), to_jax(otree.unflatten(otree.structure(params), z))
+    hvp = jax.jit(lambda p, v: jax.jvp(jax.grad(f_j), (p,), (v,))[1])(p_j, z_j)
+    assert_trees_close(diag, jax.tree.map(lambda h, zi: h * zi, hvp, z_j), rtol=1e-12, atol=1e-12)
+
+
+def test_hutchinson_statistics_and_reproducibility():
+    params = {"a": torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(2, 3), "b": torch.ones(4)}
+    obj = _cubic_obj({"leaves": otree.leaves})
+    est = otc.hutchinson_estimator_diag_hessian(random_seed=11)
+    st = est.init(params)
+    samples = []
+    for _ in range(1500):
+        d, st = est.update(None, st, params, obj_fn=obj)
+        samples.append(torch.cat([x.reshape(-1) for x in otree.leaves(d)]))
+    stack = torch.stack(samples)
+    # z * H z = c x + z * sum(z): mean diag(H) = c x + 1, std sqrt(n - 1) (n = 10 entries)
+    true = torch.cat([0.7 * params["a"].reshape(-1), 0.7 * params["b"] + 1.0])
+    true[:6] += 1.0
+    se = (10 - 1) ** 0.5 / 1500**0.5
+    assert (stack.mean(0) - true).abs().max() < 5 * se
+    torch.testing.assert_close(
+        stack.std(0), torch.full((10,), 3.0, dtype=torch.float64), atol=0.3, rtol=0
+    )
+    # the same seed gives the same draws; another seed other draws
+    again = otc.hutchinson_estimator_diag_hessian(random_seed=11)
+    d1, st1 = again.update(None, again.init(params), params, obj_fn=obj)
+    assert torch.equal(torch.cat([x.reshape(-1) for x in otree.leaves(d1)]), samples[0])
+    other = otc.hutchinson_estimator_diag_hessian(random_seed=12)
+    d2, _ = other.update(None, other.init(params), params, obj_fn=obj)
+    assert not torch.equal(torch.cat([x.reshape(-1) for x in otree.leaves(d2)]), samples[0])
+    # the generator state round-trips and continues the same stream
+    st_loaded = _roundtrip(st1)
+    assert st_loaded.key.dtype == torch.uint8
+    d3, _ = again.update(None, st_loaded, params, obj_fn=obj)
+    assert torch.equal(torch.cat([x.reshape(-1) for x in otree.leaves(d3)]), samples[1])
+    with pytest.raises(ValueError, match="obj_fn"):
+        est.update(None, st, params)
+    with pytest.raises(ValueError, match="params"):
+        est.update(None, st, None, obj_fn=obj)
+
+
+def test_sophia_with_hutchinson_end_to_end():
+    params = {"a": torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(2, 3), "b": torch.ones(4)}
+    obj = _cubic_obj({"leaves": otree.leaves})
+    opt = otc.sophia(
+        0.05, update_interval=2, hessian_diagonal_fn=otc.hutchinson_estimator_diag_hessian(5)
+    )
+    st = opt.init(params)
+    loss0 = float(obj(params))
+    p = params
+    for _ in range(30):
+        g = torch.func.grad(obj)(p)
+        u, st = opt.update(g, st, p, obj_fn=obj)
+        p = otx.apply_updates(p, u)
+    assert float(obj(p)) < loss0
+    assert int(st[0].count) == 30
+    st2 = _roundtrip(st)
+    assert_trees_equal(st2, st)
+    # reproducible: the same run gives the same parameters
+    opt_b = otc.sophia(
+        0.05, update_interval=2, hessian_diagonal_fn=otc.hutchinson_estimator_diag_hessian(5)
+    )
+    st_b, p_b = opt_b.init(params), params
+    for _ in range(30):
+        u, st_b = opt_b.update(torch.func.grad(obj)(p_b), st_b, p_b, obj_fn=obj)
+        p_b = otx.apply_updates(p_b, u)
+    assert_trees_equal(p_b, p)
+    with pytest.raises(ValueError, match="params"):
+        opt.update(g, st, None, obj_fn=obj)
+
+
+def test_sophia_validation():
+    for kw, name in [
+        ({"b1": 1.0}, "b1"),
+        ({"b2": -0.1}, "b2"),
+        ({"eps": -1.0}, "eps"),
+        ({"gamma": -1.0}, "gamma"),
+        ({"clip_threshold": -1.0}, "clip_threshold"),
+        ({"update_interval": 0}, "update_interval"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            otc.sophia(0.1, **kw)
+    with pytest.raises(ValueError, match="learning_rate"):
+        otc.sophia(float("nan"))
+    with pytest.raises(ValueError, match="random_seed"):
+        otc.hutchinson_estimator_diag_hessian(random_seed=1.5)  # type: ignore[arg-type]
