@@ -17,7 +17,7 @@ import optax
 import pytest
 import torch
 from conftest import Pair, assert_trees_close, assert_trees_equal, make_tree, to_jax
-from optax_ref import grads_tree, params_tree, run_both
+from optax_ref import TORCH, grads_tree, params_tree, run_both
 
 import optax_torch as otx
 from optax_torch import tree as otree
@@ -716,3 +716,22 @@ def test_flatten_none_gradient_keeps_its_state_entries():
     assert not torch.equal(mu_new[2:], mu_old[2:])
     with pytest.raises(ValueError, match="structure"):
         tx.update({"a": torch.ones(2)}, state, params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("flag", [False, True])
+def test_masked_single_tensor_matches_optax(flag, dtype):
+    """Params that are one tensor, masked out: the inner chain (which needs params) sees an
+    empty MaskedNode as in optax, not None, and its state holds MaskedNode."""
+    params = torch.linspace(-1, 1, 5, dtype=dtype)
+
+    def build(L):
+        inner = L.tx.chain(L.tx.scale_by_adam(), L.tx.add_decayed_weights(0.1))
+        return L.tx.masked(inner, flag)
+
+    run_both(build, params=params, dtype=dtype, steps=4)
+    tx = build(TORCH)
+    state = tx.init(params)
+    if not flag:
+        assert state.inner_state[0].mu == otx.MaskedNode()
+        assert_trees_equal(_roundtrip(state), state)

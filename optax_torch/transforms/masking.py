@@ -38,6 +38,10 @@ class MaskedNode(NamedTuple):
     or masks that contain it are accepted by :func:`masked` and every transformation (the
     node is passed through unchanged, as in optax). It loads with
     ``torch.load(weights_only=True)``.
+
+    :func:`masked` itself produces it in one case: when the params are a single tensor (not a
+    container) and it is masked out, the inner transformation is given ``MaskedNode()`` for the
+    updates and params (``None`` there would read as "no params given").
     """
 
 
@@ -53,7 +57,9 @@ def _resolve(mask: PyTree | Callable[[PyTree], PyTree], like: PyTree) -> list[bo
 
 def _keep(t: PyTree, flags: list[bool]) -> PyTree:
     leaves, spec = tree.flatten(t)
-    return tree.unflatten(spec, [x if f else None for x, f in zip(leaves, flags)])
+    kept = tree.unflatten(spec, [x if f else None for x, f in zip(leaves, flags)])
+    # A masked-out single tensor: an empty node, not None ("no params" to the inner transform).
+    return MaskedNode() if kept is None and t is not None else kept
 
 
 def masked(
@@ -96,6 +102,8 @@ def masked(
             None if params is None else _keep(params, flags),
             **extra_args,
         )
+        if not any(flags):
+            return updates, MaskedState(inner_state=new_inner)
         new_leaves, spec = tree.flatten(new_masked)
         old_leaves = tree.flatten(updates)[0]
         merged = [n if f else o for n, o, f in zip(new_leaves, old_leaves, flags)]
