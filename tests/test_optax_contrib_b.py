@@ -791,3 +791,120 @@ def test_sophia_validation():
         otc.sophia(float("nan"))
     with pytest.raises(ValueError, match="random_seed"):
         otc.hutchinson_estimator_diag_hessian(random_seed=1.5)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# privacy: differentially_private_aggregate, dpsgd
+# --------------------------------------------------------------------------------------------
+
+_BATCH = 4
+
+
+def _dp_params(dtype=torch.float64):
+    return {
+        "w": torch.zeros(2, 3, dtype=dtype),
+        "b": [torch.zeros(3, dtype=dtype)],
+        "s": torch.zeros((), dtype=dtype),
+    }
+
+
+def _per_example_grads(params, k):
+    """Per-example gradients (batch axis first); example norms below, around and above 1, and an
+    all-zero example (whose clipping factor must be 1, not NaN)."""
+    gen = torch.Generator().manual_seed(500 + k)
+    scales = torch.tensor([0.1, 0.5, 3.0, 0.0], dtype=torch.float64)
+
+    def leaf(x):
+        r = torch.rand((_BATCH, *x.shape), generator=gen, dtype=torch.float64) * 2 - 1
+        return (r * scales.reshape(-1, *([1] * x.ndim))).to(x.dtype)
+
+    return otree.map(leaf, params)
+
+
+# noise_multiplier=0 makes the aggregation deterministic; the random state (a JAX key vs our
+# generator state) is all the state there is, so states are not compared.
+DP_CASES: dict[str, Any] = {
+    "aggregate": lambda L: L.contrib.differentially_private_aggregate(1.0, 0.0, key=0),
+    "aggregate_no_clip": lambda L: L.contrib.differentially_private_aggregate(
+        float("inf"), 0.0, key=1
+    ),
+    "dpsgd": lambda L: L.contrib.dpsgd(0.1, 0.8, 0.0, seed=0),
+    "dpsgd_momentum": lambda L: L.contrib.dpsgd(
+        _lr_schedule(L), 1.5, 0.0, seed=3, momentum=0.9, nesterov=True
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(DP_CASES))
+def test_privacy_vs_optax(name, dtype):
+    run_both(
+        DP_CASES[name],
+        params=_dp_params(dtype),
+        grads_fn=_per_example_grads,
+        dtype=dtype,
+        compare_state=False,
+    )
+
+
+def test_privacy_noise_statistics_and_reproducibility():
+    params = {
+        "w": torch.zeros(200, 50, dtype=torch.float64),
+        "b": torch.zeros(300, dtype=torch.float64),
+    }
+    grads = otree.map(lambda x: torch.zeros(_BATCH, *x.shape, dtype=x.dtype), params)
+    tx = otc.differentially_private_aggregate(l2_norm_clip=2.0, noise_multiplier=1.5, key=7)
+    st = tx.init(params)
+    assert st.rng_key.dtype == torch.uint8
+    u, st1 = tx.update(grads, st, params)
+    noise = torch.cat([x.reshape(-1) for x in otree.leaves(u)])
+    # zero gradients: u = sigma C xi / B
+    std = 2.0 * 1.5 / _BATCH
+    n = noise.numel()
+    assert abs(float(noise.mean())) < 5 * std / n**0.5
+    assert abs(float(noise.std()) / std - 1) < 5 / (2 * n) ** 0.5
+    # leaves get different noise
+    assert not torch.equal(u["w"].reshape(-1)[:300], u["b"])
+    # the same key, the same noise; another key, other noise; the stream continues after a reload
+    tx_same = otc.differentially_private_aggregate(2.0, 1.5, key=7)
+    u_same, _ = tx_same.update(grads, tx_same.init(params), params)
+    assert_trees_equal(u_same, u)
+    tx_other = otc.differentially_private_aggregate(2.0, 1.5, key=8)
+    u_other, _ = tx_other.update(grads, tx_other.init(params), params)
+    assert not torch.equal(u_other["b"], u["b"])
+    u2, _ = tx.update(grads, st1, params)
+    u2_loaded, _ = tx.update(grads, _roundtrip(st1), params)
+    assert_trees_equal(u2_loaded, u2)
+    assert not torch.equal(u2["b"], u["b"])
+    # the noise adds to the clipped mean
+    g = _per_example_grads(params, 0)
+    clipped, _ = otx.per_example_global_norm_clip(g, 2.0)
+    u3, _ = tx.update(g, st, params)
+    assert_trees_close(u3, otree.add(otree.scale(1 / _BATCH, clipped), u), rtol=1e-12, atol=1e-14)
+
+
+def test_privacy_seed_argument_and_validation():
+    params = _dp_params()
+    grads = _per_example_grads(params, 1)
+    with pytest.warns(DeprecationWarning):
+        a = otc.differentially_private_aggregate(1.0, 1.0, seed=4)
+    b = otc.differentially_private_aggregate(1.0, 1.0, key=4)
+    assert_trees_equal(a.update(grads, a.init(params))[0], b.update(grads, b.init(params))[0])
+    with pytest.warns(UserWarning, match="key"):
+        otc.differentially_private_aggregate(1.0, 1.0)
+    with pytest.raises(ValueError, match="seed or key"), pytest.warns(DeprecationWarning):
+        otc.differentially_private_aggregate(1.0, 1.0, key=1, seed=2)
+    with pytest.raises(ValueError, match="l2_norm_clip"):
+        otc.differentially_private_aggregate(-1.0, 1.0, key=0)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        otc.dpsgd(0.1, 1.0, -1.0, seed=0)
+    with pytest.raises(ValueError, match="key"):
+        otc.differentially_private_aggregate(1.0, 1.0, key=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="momentum"):
+        otc.dpsgd(0.1, 1.0, 1.0, seed=0, momentum=1.5)
+    with pytest.raises(ValueError, match="learning_rate"):
+        otc.dpsgd(float("nan"), 1.0, 1.0, seed=0)
+    with pytest.raises(ValueError, match="batch axis"):
+        tx = otc.dpsgd(0.1, 1.0, 1.0, seed=0)
+        tx.update({"a": torch.ones(3), "s": torch.ones(())}, tx.init(params))
