@@ -199,13 +199,19 @@ def _run_multi(opt, params, steps, grads_fn):
 
 
 @pytest.mark.parametrize("skip", [None, "skip_not_finite"], ids=["no_skip", "skip_not_finite"])
-@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
-def test_multi_steps_eager_and_traced_paths_identical(monkeypatch, mean, skip):
+@pytest.mark.parametrize(
+    ("mean", "every_k"),
+    [(True, 3), (False, 3), (True, lambda step: 1 + step % 3)],
+    ids=["mean", "sum", "mean-schedule"],
+)
+def test_multi_steps_eager_and_traced_paths_identical(monkeypatch, mean, every_k, skip):
     """The eager (Python-branching) path and the branch-free path give the same bits."""
 
     def make():
         skip_fn = None if skip is None else otx.skip_not_finite
-        return otx.MultiSteps(otx.adam(0.1), 3, use_grad_mean=mean, should_skip_update_fn=skip_fn)
+        return otx.MultiSteps(
+            otx.adam(0.1), every_k, use_grad_mean=mean, should_skip_update_fn=skip_fn
+        )
 
     grads = _nan_grads({4, 5}) if skip else grads_tree
     params = params_tree(dtype=torch.float32)

@@ -30,14 +30,16 @@ __all__ = [
 _FORCE_TRACED = False
 
 
-def _eager() -> bool:
+def _eager(counter: torch.Tensor) -> bool:
     """Whether ``update`` runs eagerly on plain tensors, so that it may read its step counter as
-    a Python number and branch on it (as ``optax_torch.tree`` decides its multi-tensor path)."""
+    a Python number and branch on it (as ``optax_torch.tree`` decides its multi-tensor path;
+    a tensor subclass, e.g. a fake or functional tensor of a tracer, also counts as traced)."""
     return not (
         _FORCE_TRACED
         or torch.compiler.is_compiling()
         or torch._C._are_functorch_transforms_active()
         or torch.jit.is_tracing()
+        or type(counter) is not torch.Tensor
     )
 
 
@@ -280,7 +282,7 @@ class MultiSteps:
         and exact zeros otherwise."""
         k_steps = self._every_k_schedule(state.gradient_step)
         should_skip, skip_state = self._skip(updates, state, params)
-        if _eager():
+        if _eager(state.mini_step):
             return self._update_eager(
                 updates, state, params, k_steps, should_skip, skip_state, extra_args
             )
