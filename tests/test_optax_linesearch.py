@@ -426,3 +426,60 @@ def test_linesearch_compiles(kind):
     eager = step(g, state, p, v)
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)(g, state, p, v)
     assert_trees_close(compiled, eager, rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# Complex parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _complex_fn(L: Lib):
+    xp = _xp(L)
+    return lambda p: xp.sum(xp.abs(p - 0.3) ** 2) + xp.sum(xp.abs(p) ** 4)
+
+
+def test_backtracking_complex():
+    """Complex params: torch's gradients are the conjugates of JAX's; same steps as optax."""
+    pc = torch.tensor([1.5 + 1j, -0.7 + 0.5j], dtype=torch.complex128)
+    res = {}
+    for L in (TORCH_LIB, JAX_LIB):
+        fn = _complex_fn(L)
+        q = pc if L.is_torch else jnp.asarray(pc.numpy())
+        tx = L.tx.chain(L.tx.sgd(0.3), L.tx.scale_by_backtracking_linesearch(10))
+        state = tx.init(q)
+        for _ in range(4):
+            if L.is_torch:
+                g, v = torch.func.grad_and_value(fn)(q)
+                direction = g
+            else:
+                v, g = jax.value_and_grad(fn)(q)
+                direction = g.conj()  # the steepest-ascent direction, as torch's gradient
+            u, state = tx.update(direction, state, q, value=v, grad=g, value_fn=fn)
+            q = L.tx.apply_updates(q, u)
+        # (the tree comparison is real-valued: compare real and imaginary parts)
+        res[L.name] = (q.real, q.imag, state[-1].learning_rate, state[-1].info)
+    assert_trees_close(res["torch"], res["jax"], rtol=1e-12, atol=1e-14)
+
+
+def test_zoom_complex_equals_real_pairs():
+    """optax's zoom search starts from the slope Re(sum u * g) with JAX's gradient g, not the
+    directional derivative Re(sum u * conj(g)) it uses at every other point, so its complex
+    results are not optax's to compare with. Ours must equal the same search on the real and
+    imaginary parts as separate real parameters."""
+    pc = torch.tensor([1.5 + 1j, -0.7 + 0.5j], dtype=torch.complex128)
+    fn_c = _complex_fn(TORCH_LIB)
+
+    def fn_r(p):
+        return fn_c(torch.complex(p[0], p[1]))
+
+    tx = otx.chain(otx.sgd(0.3), otx.scale_by_zoom_linesearch(10))
+    qc, qr = pc, torch.stack([pc.real, pc.imag])
+    sc, sr = tx.init(qc), tx.init(qr)
+    for _ in range(4):
+        gc, vc = torch.func.grad_and_value(fn_c)(qc)
+        gr, vr = torch.func.grad_and_value(fn_r)(qr)
+        uc, sc = tx.update(gc, sc, qc, value=vc, grad=gc, value_fn=fn_c)
+        ur, sr = tx.update(gr, sr, qr, value=vr, grad=gr, value_fn=fn_r)
+        qc, qr = otx.apply_updates(qc, uc), otx.apply_updates(qr, ur)
+        torch.testing.assert_close(torch.stack([qc.real, qc.imag]), qr, rtol=1e-12, atol=1e-14)
+        assert_trees_close(sc[-1].info, sr[-1].info, rtol=1e-10, atol=1e-14)

@@ -7,6 +7,10 @@ exactly as often as in optax); under ``torch.compile`` the body is unrolled to t
 of steps, each step kept only while the search goes on (the same result, with every step's
 objective evaluated). The objective must then be traceable too.
 
+Complex parameters: gradients follow torch's convention (autograd's conjugate Wirtinger gradient,
+the steepest-ascent direction, i.e. the conjugate of what ``jax.grad`` returns), and slopes along
+a direction ``u`` are ``Re <grad, u>``.
+
 The objective ``value_fn`` is differentiated with :func:`torch.func.grad_and_value` /
 :func:`torch.func.vjp` (the analogues of ``jax.value_and_grad`` / ``jax.linearize``): it must be
 a function of tensors that ``torch.func`` can differentiate.
@@ -45,10 +49,6 @@ Num = float | torch.Tensor
 
 def _real(x: torch.Tensor) -> torch.Tensor:
     return x.real if x.is_complex() else x
-
-
-def _conj(t: Any) -> Any:
-    return tree.map(lambda x: torch.conj_physical(x) if x.is_complex() else x, t)
 
 
 def _value_dtype(params: Params) -> tuple[torch.dtype, torch.device]:
@@ -239,7 +239,7 @@ def scale_by_backtracking_linesearch(
         lr0 = state.learning_rate
         value = torch.as_tensor(value, dtype=lr0.dtype, device=lr0.device)
         # Slope of eta -> f(params + eta * updates) at 0; negative for a descent direction.
-        slope = _real(tree.vdot(updates, _conj(grad))).to(lr0.dtype)
+        slope = _real(tree.vdot(grad, updates)).to(lr0.dtype)
 
         def decrease_error_of(stepsize, new_value):
             err = new_value - (1.0 + rtol) * value - stepsize * slope_rtol * slope
@@ -510,7 +510,7 @@ def scale_by_zoom_linesearch(
             return torch.as_tensor(x, dtype=dtype, device=device)
 
         value = scalar(value)
-        slope_init = _real(tree.vdot(updates, grad)).to(dtype)
+        slope_init = _real(tree.vdot(grad, updates)).to(dtype)
         stepsize_guess = scalar(1.0) if initial_guess_strategy == "one" else state.learning_rate
         false = torch.tensor(False, device=device)
         inf = scalar(float("inf"))
@@ -519,7 +519,7 @@ def scale_by_zoom_linesearch(
         def evaluate(stepsize):
             """Value, gradient and slope of the objective at ``params + stepsize * updates``."""
             g, v = _grad_and_value(fn, tree.add_scale(params, stepsize, updates))
-            slope = _real(tree.vdot(_conj(g), updates)).to(dtype)
+            slope = _real(tree.vdot(g, updates)).to(dtype)
             return v.to(dtype), tree.cast_like(g, grad), slope
 
         def search_interval(
