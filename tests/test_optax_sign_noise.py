@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -24,6 +25,19 @@ import optax_torch as otx
 from optax_torch import tree as otree
 
 _schedule = inverse_time_schedule
+
+
+def run_jit(build, **kwargs):
+    """:func:`run_both` with optax's ``update`` under ``jax.jit``: the same numbers, compiled
+    once per case instead of op by op (about 3x faster here)."""
+
+    def jitted(L):
+        tx = build(L)
+        if L.is_torch:
+            return tx
+        return optax.GradientTransformation(tx.init, jax.jit(tx.update))
+
+    return run_both(jitted, **kwargs)
 
 
 def _fixed_rprop(L, scale_by_rprop_tx):
@@ -64,17 +78,21 @@ NONE_CASES = ["sign_sgd", "signum", "scale_by_rprop"]
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_optax_f64(name):
-    run_both(CASES[name])
+    run_jit(CASES[name])
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# float32: one case per name (the float64 cases cover the options)
+F32_CASES = ["scale_by_sign", "sign_sgd_schedule", "signum_beta", "scale_by_rprop_all"]
+
+
+@pytest.mark.parametrize("name", F32_CASES)
 def test_matches_optax_f32(name):
-    run_both(CASES[name], dtype=torch.float32)
+    run_jit(CASES[name], steps=8, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("name", NONE_CASES)
 def test_matches_optax_with_none_leaves(name):
-    run_both(CASES[name], steps=5, with_none=True)
+    run_jit(CASES[name], steps=5, with_none=True)
 
 
 def _grads_with_sign_flips(params, k):
@@ -98,7 +116,7 @@ def test_rprop_sign_flips_match_fixed_optax(dtype):
             _fixed_rprop(L, L.tx.scale_by_rprop(0.1, max_step_size=0.5)), L.tx.scale(-1.0)
         )
 
-    run_both(build, steps=12, grads_fn=_grads_with_sign_flips, dtype=dtype)
+    run_jit(build, steps=12, grads_fn=_grads_with_sign_flips, dtype=dtype)
 
 
 def test_rprop_alias_is_scale_by_rprop_then_descent():
@@ -242,8 +260,7 @@ def test_zero_variance_matches_optax(name):
             return L.tx.add_noise(0.0, 0.55, 3)
         return L.tx.noisy_sgd(_schedule(L), eta=0.0, key=3)
 
-    run_both(build, steps=4, compare_state=False)
-    run_both(build, steps=3, compare_state=False, with_none=True)
+    run_jit(build, steps=3, compare_state=False, with_none=True)
 
 
 def _noise_stats(updates):
@@ -381,19 +398,19 @@ PER_EXAMPLE = {
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", sorted(PER_EXAMPLE))
 def test_per_example_clip_matches_optax(name, dtype):
-    run_both(
+    run_jit(
         lambda L: _per_example(L, PER_EXAMPLE[name]), steps=3, grads_fn=_batch_grads, dtype=dtype
     )
 
 
 @pytest.mark.parametrize("name", ["global", "layer_sizes"])
 def test_per_example_clip_with_none_leaves_matches_optax(name):
-    run_both(
+    run_jit(
         lambda L: _per_example(L, PER_EXAMPLE[name]), steps=2, grads_fn=_batch_grads, with_none=True
     )
 
 
-@pytest.mark.parametrize("clip", [0.0, 0.5, 3.0, float("inf")])
+@pytest.mark.parametrize("clip", [0.0, 3.0, float("inf")])
 def test_per_example_clip_counts_match_optax(clip):
     g = _batch_grads(params_tree(), 0)
     s_t, n_t = otx.per_example_global_norm_clip(g, clip)

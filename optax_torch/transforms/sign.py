@@ -110,9 +110,13 @@ def scale_by_rprop(
         return torch.where(g * prev < 0, torch.zeros_like(g), step * torch.sign(g))
 
     def init_fn(params):
-        return ScaleByRpropState(
-            step_sizes=tree.full_like(params, learning_rate), prev_updates=tree.zeros_like(params)
-        )
+        if isinstance(learning_rate, torch.Tensor):
+            # out of place (not ``tree.full_like``'s in-place fill): a learning rate batched by
+            # ``torch.func.vmap`` then gives batched step sizes
+            step_sizes = tree.map(lambda p: torch.zeros_like(p) + _like(learning_rate, p), params)
+        else:
+            step_sizes = tree.full_like(params, learning_rate)
+        return ScaleByRpropState(step_sizes=step_sizes, prev_updates=tree.zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
