@@ -324,6 +324,18 @@ def test_noise_is_reproducible_from_the_key(make):
     assert not torch.equal(a[0]["dense"]["w"], a[1]["dense"]["w"])  # fresh noise every step
 
 
+def test_deprecated_seed_argument():
+    params = params_tree()
+    with pytest.warns(DeprecationWarning, match="seed"):
+        tx = otx.noisy_sgd(0.1, seed=4)
+    a, _ = _run(tx, params, tx.init(params), 2)
+    b, _ = _run(otx.noisy_sgd(0.1, key=4), params, tx.init(params), 2)
+    for x, y in zip(a, b):
+        assert_trees_close(x, y, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="seed"), pytest.warns(DeprecationWarning):
+        otx.add_noise(0.1, 0.5, key=1, seed=2)
+
+
 def test_noise_state_round_trips_through_torch_save():
     """The state (generator state included) loads with ``weights_only=True`` and continues the
     same noise sequence."""

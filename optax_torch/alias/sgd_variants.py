@@ -118,6 +118,8 @@ def noisy_sgd(
     eta: Num = 0.01,
     gamma: Num = 0.55,
     key: int | None = None,
+    *,
+    seed: int | None = None,
 ) -> GradientTransformationExtraArgs:
     r"""Noisy SGD: SGD on gradients with annealed Gaussian noise added.
 
@@ -133,8 +135,8 @@ def noisy_sgd(
       learning_rate: a number, a 0-d tensor or a schedule ``count -> value``.
       eta: the initial variance :math:`\eta` of the noise (default ``0.01``).
       gamma: the decay exponent :math:`\gamma` of the variance (default ``0.55``).
-      key: the integer seed of the noise (optax's ``key``; ``None``: 0, as optax). optax's
-        deprecated ``seed`` argument is not provided.
+      key: the integer seed of the noise (optax's ``key``; ``None``: 0, as optax).
+      seed: deprecated alias of ``key``, as in optax.
 
     Reference: Neelakantan et al., 2015, https://arxiv.org/abs/1511.06807
 
@@ -143,4 +145,4 @@ def noisy_sgd(
         >>> opt = otx.noisy_sgd(1e-2, key=0)
     """
     _validate.check_finite("learning_rate", learning_rate)
-    return chain(T.add_noise(eta, gamma, key), T.scale_by_learning_rate(learning_rate))
+    return chain(T.add_noise(eta, gamma, key, seed=seed), T.scale_by_learning_rate(learning_rate))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -26,7 +27,9 @@ class AddNoiseState(NamedTuple):
     rng_key: torch.Tensor  # uint8 generator state
 
 
-def add_noise(eta: Num, gamma: Num, key: int | None = None) -> GradientTransformation:
+def add_noise(
+    eta: Num, gamma: Num, key: int | None = None, *, seed: int | None = None
+) -> GradientTransformation:
     r"""Adds annealed Gaussian noise to the updates.
 
     .. math::
@@ -47,8 +50,9 @@ def add_noise(eta: Num, gamma: Num, key: int | None = None) -> GradientTransform
     Args:
       eta: the initial variance :math:`\eta` of the noise.
       gamma: the decay exponent :math:`\gamma` of the variance.
-      key: the integer seed (``None``: 0, as optax). optax's deprecated ``seed`` argument is not
-        provided.
+      key: the integer seed (``None``: 0, as optax).
+      seed: deprecated alias of ``key`` (as in optax; a ``DeprecationWarning``); give one of the
+        two.
 
     Reference: Neelakantan et al., 2015, https://arxiv.org/abs/1511.06807
 
@@ -58,13 +62,17 @@ def add_noise(eta: Num, gamma: Num, key: int | None = None) -> GradientTransform
     """
     _validate.check_non_negative("eta", eta)
     _validate.check_non_negative("gamma", gamma)
-    seed = 0 if key is None else int(key)
+    if seed is not None:
+        warnings.warn('"seed" is deprecated, use "key"', DeprecationWarning, stacklevel=2)
+        if key is not None:
+            raise ValueError("add_noise: give only one of seed and key")
+        key = seed
+    initial_seed = 0 if key is None else int(key)
 
     def init_fn(params):
         del params
-        return AddNoiseState(
-            count=numerics.zero_count(), rng_key=torch.Generator().manual_seed(seed).get_state()
-        )
+        rng_key = torch.Generator().manual_seed(initial_seed).get_state()
+        return AddNoiseState(count=numerics.zero_count(), rng_key=rng_key)
 
     def update_fn(updates, state, params=None):
         del params
