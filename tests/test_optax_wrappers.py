@@ -729,3 +729,31 @@ def test_masked_single_tensor_matches_optax(flag, dtype):
     if not flag:
         assert state.inner_state[0].mu == otx.MaskedNode()
         assert_trees_equal(_roundtrip(state), state)
+
+
+def test_donated_state_gives_the_same_step():
+    """apply_every and lookahead (of a donation-safe optimizer) are marked donation-safe: a
+    donated state gives the same updates and state as an intact one."""
+    assert otx.is_donation_safe(otx.apply_every(2))
+    assert otx.is_donation_safe(otx.lookahead(otx.adam(0.1), 2, 0.5, reset_state=True))
+    assert not otx.is_donation_safe(otx.apply_if_finite(otx.adam(0.1), 2))
+    params = params_tree()
+    cases = [
+        (otx.apply_every(2), params, lambda p, k: grads_tree(p, k)),
+        (
+            otx.lookahead(otx.adam(0.1), 2, 0.5, reset_state=True),
+            otx.LookaheadParams.init_synced(params),
+            lambda p, k: grads_tree(p.fast, k),
+        ),
+    ]
+    for tx, p, grads in cases:
+        s_ref = s_don = tx.init(p)
+        for k in range(4):
+            g = grads(p, k)
+            u_ref, s_ref = tx.update(g, s_ref, p)
+            s_copy = otree.map(lambda x: x.clone(), s_don)
+            with otree.donate(s_copy, exclude=(g, p)):
+                u_don, s_don = tx.update(g, s_copy, p)
+            assert_trees_equal(u_don, u_ref)
+            assert_trees_equal(s_don, s_ref)
+            p = otx.apply_updates(p, u_ref)

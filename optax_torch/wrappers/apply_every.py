@@ -8,7 +8,7 @@ import torch
 
 from optax_torch import numerics, tree
 from optax_torch._validate import check_positive_int
-from optax_torch.base import GradientTransformation, Updates
+from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = ["ApplyEvery", "apply_every"]
 
@@ -45,6 +45,7 @@ def apply_every(k: int | torch.Tensor = 1) -> GradientTransformation:
     def init_fn(params):
         return ApplyEvery(count=numerics.zero_count(), grad_acc=tree.zeros_like(params))
 
+    @donation_safe  # grad_acc is read once, by the add that replaces it
     def update_fn(updates, state, params=None):
         del params
         c = state.count % k

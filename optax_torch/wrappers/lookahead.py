@@ -9,7 +9,14 @@ import torch
 
 from optax_torch import tree
 from optax_torch._validate import check_finite, check_positive_int
-from optax_torch.base import GradientTransformation, OptState, Params, Updates
+from optax_torch.base import (
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    donation_safe,
+    is_donation_safe,
+)
 
 __all__ = ["LookaheadParams", "LookaheadState", "lookahead"]
 
@@ -144,6 +151,8 @@ def lookahead(
         steps_since_sync = (state.steps_since_sync + 1) % sync_period
         return updates, LookaheadState(fast_state, steps_since_sync.to(torch.int32))
 
+    if is_donation_safe(fast_optimizer):  # only the fast optimizer reads the old fast state
+        donation_safe(update_fn)
     return GradientTransformation(init_fn, update_fn)
 
 
