@@ -12,12 +12,13 @@ import inspect
 import io
 from typing import Any
 
+import numpy as np
 import optax
 import optax._src.factorized as optax_factorized
 import pytest
 import torch
 from conftest import Pair, assert_trees_close, like_tree, to_jax
-from optax_ref import JAX, inverse_time_schedule, params_tree, run_both
+from optax_ref import JAX, TORCH, inverse_time_schedule, params_tree, run_both
 
 import optax_torch as otx
 from optax_torch import tree as otree
@@ -188,6 +189,53 @@ def test_matches_optax_float32(name):
 def test_none_leaves_match_optax(name):
     """``None`` leaves (params without gradient): no update and no state there, as in optax."""
     _run(name, with_none=True, steps=4)
+
+
+COMPLEX_CASES = {
+    "adabelief": lambda L: L.tx.adabelief(0.1),
+    "adamaxw": lambda L: L.tx.adamaxw(0.1, weight_decay=0.1),
+    "yogi": lambda L: L.tx.yogi(0.1),
+    "radam": lambda L: L.tx.radam(0.1),
+    "novograd": lambda L: L.tx.novograd(0.1, weight_decay=0.1),
+    # (no momentum: its float32 ``dtype_momentum`` drops the imaginary part, in optax too)
+    "adafactor": lambda L: L.tx.adafactor(0.1, min_dim_size_to_factor=2, weight_decay_rate=0.1),
+}
+
+
+def _real_view(tree: dict) -> dict:
+    """Complex leaves of a flat dict as (..., 2) real arrays: imaginary parts are compared too."""
+
+    def conv(x):
+        x = np.asarray(x.detach() if isinstance(x, torch.Tensor) else x)
+        return np.stack([x.real, x.imag], -1) if np.iscomplexobj(x) else x
+
+    return {k: conv(v) for k, v in tree.items()}
+
+
+@pytest.mark.usefixtures("f64_adafactor_decay")
+@pytest.mark.parametrize("name", sorted(COMPLEX_CASES))
+def test_complex_params_match_optax(name):
+    """The optimizers optax runs on complex parameters (its alias tests), complex128: updates
+    and params, real and imaginary parts."""
+    g = torch.Generator().manual_seed(5)
+
+    def cplx(shape):
+        return torch.complex(
+            torch.randn(shape, generator=g, dtype=torch.float64),
+            torch.randn(shape, generator=g, dtype=torch.float64),
+        )
+
+    p_t = {"w": cplx((3, 4)), "b": cplx((4,)), "s": cplx(())}
+    p_j = to_jax(p_t)
+    tx_t, tx_j = COMPLEX_CASES[name](TORCH), COMPLEX_CASES[name](JAX)
+    s_t, s_j = tx_t.init(p_t), tx_j.init(p_j)
+    for _ in range(5):
+        grads = {n: cplx(x.shape) for n, x in p_t.items()}
+        u_t, s_t = tx_t.update(grads, s_t, p_t)
+        u_j, s_j = tx_j.update(to_jax(grads), s_j, p_j)
+        assert_trees_close(_real_view(u_t), _real_view(u_j), rtol=1e-10, atol=1e-12)
+        p_t, p_j = otx.apply_updates(p_t, u_t), optax.apply_updates(p_j, u_j)
+    assert_trees_close(_real_view(p_t), _real_view(p_j), rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------

@@ -233,7 +233,8 @@ def scale_by_yogi(
 
     def yogi_nu(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         g2 = numerics.abs_sq(g)
-        v = v.to(g2.dtype)
+        # nu is real-valued (kept in the params' dtype, complex for complex params)
+        v = (v.real if v.is_complex() else v).to(g2.dtype)
         return v - (1 - b2) * torch.sign(v - g2) * g2
 
     @donation_safe

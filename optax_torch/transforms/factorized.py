@@ -363,6 +363,7 @@ def scale_by_novograd(
             raise ValueError("scale_by_novograd needs params: call update(updates, state, params)")
         count_inc = numerics.safe_increment(state.count)
         sq_norms = tree.map(lambda g: torch.linalg.vector_norm(g) ** 2, updates)
+        sq_norms = tree.cast_like(sq_norms, state.nu)  # nu has the params' dtype, maybe complex
         # First step: v_1 = |g_1|^2 exactly (an EMA with decay 0).
         nu = tree.update_moment(sq_norms, state.nu, _where(count_inc == 1, 0.0, b2), 1)
         nu = tree.cast_like(nu, state.nu)
