@@ -161,13 +161,21 @@ def scale_by_sophia(
                 kept = sum(int((x.abs() < clip_threshold).sum()) for x in xs)
                 print(f"Sophia optimizer win rate: {kept / max(1, sum(x.numel() for x in xs))}")
             new_updates = tree.clip(new_updates, -clip_threshold, clip_threshold)
-        hess_state, nu = state.hessian_fn_state, state.nu
-        # The Hessian estimate is skipped between updates: a Python branch on the (CPU) count.
-        if int(state.count) % update_interval == 0:
+        refresh = state.count % update_interval == 0
+
+        def estimate():
             hessian_diag, hess_state = hess_fn.update(
                 grads, state.hessian_fn_state, params, **hess_fn_kwargs
             )
-            nu = tree.update_moment(hessian_diag, state.nu, b2, 1)
+            return hess_state, tree.update_moment(hessian_diag, state.nu, b2, 1)
+
+        keep = (state.hessian_fn_state, state.nu)
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            # traced: estimate every step, keep it on update steps only
+            hess_state, nu = tree.where(refresh, estimate(), keep)
+        else:
+            # eager: estimate on update steps only (reads the CPU step count)
+            hess_state, nu = estimate() if bool(refresh) else keep
         return new_updates, SophiaState(
             count=count_inc, mu=tree.cast(mu, mu_dtype), nu=nu, hessian_fn_state=hess_state
         )
@@ -203,9 +211,11 @@ def sophia(
     ``hessian_diagonal_fn`` (default: :func:`hutchinson_estimator_diag_hessian`, which needs
     ``update(..., obj_fn=loss_fn)``; extra keyword arguments of ``update`` are passed to it).
 
-    Not traceable: the update reads its (CPU) step count in Python to skip the Hessian estimate
-    between updates (as optax's ``lax.cond`` does), and the default estimator draws random
-    probes; run it eagerly.
+    Eagerly the Hessian diagonal is estimated only every ``update_interval`` steps (reading the
+    CPU step count, as optax's ``lax.cond`` does); under ``torch.compile`` it is estimated every
+    step and kept on those steps only. The default estimator draws random probes from a
+    ``torch.Generator``, which does not compile: run it eagerly, or compile with a deterministic
+    ``hessian_diagonal_fn``.
 
     Args:
       learning_rate: learning rate or schedule.
