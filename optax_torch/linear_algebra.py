@@ -2,8 +2,9 @@
 
 The iterative solvers here stop on a data-dependent criterion (``jax.lax.while_loop`` in optax).
 Eagerly they run as Python loops that stop as soon as the criterion is met; under
-``torch.compile`` they run their maximal number of iterations, freezing the iterate once the
-criterion is met (as JAX's ``while_loop`` does under ``vmap``), so the results are the same.
+``torch.compile`` and ``torch.func`` transforms they run their maximal number of iterations,
+freezing the iterate once the criterion is met (as JAX's ``while_loop`` does under ``vmap``), so
+the results are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from optax_torch import tree
 __all__ = ["global_norm", "matrix_inverse_pth_root", "nnls", "power_iteration"]
 
 
+def _tracing() -> bool:
+    """Whether tensor values cannot be read: under ``torch.compile`` or a ``torch.func``
+    transform (``vmap`` batches values; ``grad`` is included for simplicity)."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch._C._functorch.peek_interpreter_stack() is not None  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def _while_loop(
     cond_fn: Callable[[Any], torch.Tensor],
     body_fn: Callable[[Any], Any],
@@ -30,10 +39,11 @@ def _while_loop(
     Eagerly a Python loop (reads the condition, one device synchronisation per iteration). Under
     ``torch.compile`` it is unrolled ``max_iters`` times, each iteration kept only where the
     condition still holds, so a compiled run returns what the eager run returns (at the price of
-    the extra masked iterations). ``state`` is a tree of tensors; ``max_iters`` must bound the
+    the extra masked iterations); the same under ``torch.func.vmap`` (the loop then runs until
+    every batch member is done). ``state`` is a tree of tensors; ``max_iters`` must bound the
     number of iterations ``cond_fn`` allows.
     """
-    if not torch.compiler.is_compiling():
+    if not _tracing():
         for _ in range(max_iters):
             if not bool(cond_fn(state)):
                 break

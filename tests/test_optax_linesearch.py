@@ -484,3 +484,27 @@ def test_zoom_complex_equals_real_pairs():
         qc, qr = otx.apply_updates(qc, uc), otx.apply_updates(qr, ur)
         torch.testing.assert_close(torch.stack([qc.real, qc.imag]), qr, rtol=1e-12, atol=1e-14)
         assert_trees_close(sc[-1].info, sr[-1].info, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["backtracking", "zoom"])
+def test_linesearch_vmap(kind):
+    """Under torch.func.vmap the loop is masked (values cannot be read): each batch member gets
+    its own eager result, though the searches stop after different numbers of steps."""
+    ls = (
+        otx.scale_by_backtracking_linesearch(8, store_grad=True)
+        if kind == "backtracking"
+        else otx.scale_by_zoom_linesearch(8)
+    )
+    tx = otx.chain(otx.sgd(1.0), ls)
+    fn = lambda p: ((p - 0.3) ** 2).sum() + 0.25 * (p**4).sum()  # noqa: E731
+    ps = torch.tensor([[1.5, -0.7, 2.0], [0.1, 0.2, 0.3], [3.0, 1.0, -2.0]], dtype=torch.float64)
+
+    def step(p):
+        g, v = torch.func.grad_and_value(fn)(p)
+        return tx.update(g, tx.init(p), p, value=v, grad=g, value_fn=fn)
+
+    batched = torch.func.vmap(step)(ps)
+    eager = [step(p) for p in ps]
+    assert len({int(e[1][1].info.num_linesearch_steps) for e in eager}) > 1
+    for i, e in enumerate(eager):
+        assert_trees_close(otx.tree.map(lambda x: x[i], batched), e, rtol=1e-12, atol=1e-14)

@@ -3,9 +3,9 @@
 optax runs its line searches as ``jax.lax.while_loop``s. Here the loop body is written once as a
 pure function of a tree of tensors and driven by :func:`optax_torch.linear_algebra._while_loop`:
 eagerly a Python loop that stops as soon as the search ends (so the objective is evaluated
-exactly as often as in optax); under ``torch.compile`` the body is unrolled to the maximal number
-of steps, each step kept only while the search goes on (the same result, with every step's
-objective evaluated). The objective must then be traceable too.
+exactly as often as in optax); under ``torch.compile`` (or ``torch.func.vmap``) the body is
+unrolled to the maximal number of steps, each step kept only while the search goes on (the same
+result, with every step's objective evaluated). The objective must then be traceable too.
 
 Complex parameters: gradients follow torch's convention (autograd's conjugate Wirtinger gradient,
 the steepest-ascent direction, i.e. the conjugate of what ``jax.grad`` returns), and slopes along
@@ -27,7 +27,7 @@ import torch
 
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformationExtraArgs, OptState, Params, Updates
-from optax_torch.linear_algebra import _while_loop
+from optax_torch.linear_algebra import _tracing, _while_loop
 
 __all__ = [
     "BacktrackingLinesearchInfo",
@@ -235,7 +235,7 @@ def scale_by_backtracking_linesearch(
             raise ValueError("scale_by_backtracking_linesearch needs params in update")
         fn_kwargs = _extract_fn_kwargs(value_fn, extra_args, "scale_by_backtracking_linesearch")
         fn = functools.partial(value_fn, **fn_kwargs)
-        compiling = torch.compiler.is_compiling()
+        compiling = _tracing()  # compiled or vmapped: no reading of values
         lr0 = state.learning_rate
         value = torch.as_tensor(value, dtype=lr0.dtype, device=lr0.device)
         # Slope of eta -> f(params + eta * updates) at 0; negative for a descent direction.
@@ -502,7 +502,7 @@ def scale_by_zoom_linesearch(
             raise ValueError("scale_by_zoom_linesearch needs params in update")
         fn_kwargs = _extract_fn_kwargs(value_fn, extra_args, "scale_by_zoom_linesearch")
         fn = functools.partial(value_fn, **fn_kwargs)
-        compiling = torch.compiler.is_compiling()
+        compiling = _tracing()  # compiled or vmapped: no reading of values
         dtype = state.learning_rate.dtype
         device = state.learning_rate.device
 
