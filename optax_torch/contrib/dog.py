@@ -27,16 +27,6 @@ InitStep = tuple[Literal["distance", "learning_rate", "heuristic"], Num]
 _INIT_STEP_TYPES = ("distance", "learning_rate", "heuristic")
 
 
-def _lowest_dtype(params: Params) -> torch.dtype:
-    """The least dtype of the leaves in promotion order (optax's ``tree.dtype(p, "lowest")``),
-    so that scalar states never promote the updates."""
-    dtypes = list(dict.fromkeys(x.dtype for x in tree.leaves(params)))
-    for d in dtypes:
-        if all(torch.promote_types(d, o) == o for o in dtypes):
-            return d
-    return dtypes[0] if dtypes else torch.get_default_dtype()
-
-
 def _require_params(name: str, params: Params | None) -> Params:
     if params is None:
         raise ValueError(f"{name} needs params: call update(updates, state, params)")
@@ -87,7 +77,7 @@ def scale_by_dog(init_step: InitStep, eps: Num = 1e-8) -> GradientTransformation
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         if init_step_type == "distance":
             r_epsilon = torch.as_tensor(init_step_value, dtype=torch.float64)
         elif init_step_type == "heuristic":
@@ -207,7 +197,7 @@ def scale_by_dowg(init_estim_sq_dist: Num | None = None, eps: Num = 1e-4) -> Gra
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         init = eps if init_estim_sq_dist is None else init_estim_sq_dist
         return DoWGState(
             init_params=tree.map(torch.clone, params),

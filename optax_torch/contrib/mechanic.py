@@ -11,7 +11,6 @@ from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     OptState,
-    Params,
     Updates,
     donation_safe,
     is_donation_safe,
@@ -21,16 +20,6 @@ from optax_torch.base import (
 __all__ = ["MechanicState", "mechanize"]
 
 Num = float | torch.Tensor
-
-
-def _lowest_dtype(params: Params) -> torch.dtype:
-    """The least dtype of the leaves in promotion order (optax's ``tree.dtype(p, "lowest")``),
-    so that scalar states never promote the updates."""
-    dtypes = list(dict.fromkeys(x.dtype for x in tree.leaves(params)))
-    for d in dtypes:
-        if all(torch.promote_types(d, o) == o for o in dtypes):
-            return d
-    return dtypes[0] if dtypes else torch.get_default_dtype()
 
 
 class MechanicState(NamedTuple):
@@ -97,7 +86,7 @@ def mechanize(
     beta_values = [1.0 - 0.1**i for i in range(1, num_betas + 1)]
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         return MechanicState(
             base_optimizer_state=base.init(params),
             count=numerics.zero_count(),

@@ -23,16 +23,6 @@ Num = float | torch.Tensor
 _TINY = torch.finfo(torch.float64).eps
 
 
-def _lowest_dtype(params: Params) -> torch.dtype:
-    """The least dtype of the leaves in promotion order (optax's ``tree.dtype(p, "lowest")``),
-    so that scalar states never promote the updates."""
-    dtypes = list(dict.fromkeys(x.dtype for x in tree.leaves(params)))
-    for d in dtypes:
-        if all(torch.promote_types(d, o) == o for o in dtypes):
-            return d
-    return dtypes[0] if dtypes else torch.get_default_dtype()
-
-
 def _check_args(name: str, params: Params | None, value) -> None:
     if params is None:
         raise ValueError(f"{name} needs params: call update(updates, state, params, value=loss)")
@@ -102,7 +92,7 @@ def momo(
     _validate.check_decay("beta", beta)
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         return MomoState(
             exp_avg=tree.zeros_like(params),
             barf=torch.zeros((), dtype=dtype),
@@ -211,7 +201,7 @@ def momo_adam(
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         return MomoAdamState(
             exp_avg=tree.zeros_like(params),
             exp_avg_sq=tree.zeros_like(params),

@@ -9,7 +9,6 @@ import torch
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
     GradientTransformationExtraArgs,
-    Params,
     ScalarOrSchedule,
     Updates,
     donation_safe,
@@ -18,16 +17,6 @@ from optax_torch.base import (
 __all__ = ["ProdigyState", "prodigy"]
 
 Num = float | torch.Tensor
-
-
-def _lowest_dtype(params: Params) -> torch.dtype:
-    """The least dtype of the leaves in promotion order (optax's ``tree.dtype(p, "lowest")``),
-    so that scalar states never promote the updates."""
-    dtypes = list(dict.fromkeys(x.dtype for x in tree.leaves(params)))
-    for d in dtypes:
-        if all(torch.promote_types(d, o) == o for o in dtypes):
-            return d
-    return dtypes[0] if dtypes else torch.get_default_dtype()
 
 
 class ProdigyState(NamedTuple):
@@ -100,7 +89,7 @@ def prodigy(
     b3 = beta2**0.5 if beta3 is None else beta3
 
     def init_fn(params):
-        dtype = _lowest_dtype(params)
+        dtype = tree.dtype(params, "lowest")
         return ProdigyState(
             exp_avg=tree.zeros_like(params),
             exp_avg_sq=tree.zeros_like(params),
