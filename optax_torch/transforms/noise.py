@@ -80,11 +80,7 @@ def add_noise(
         std = torch.sqrt(eta / count_inc.to(torch.float64) ** gamma)
         gen = torch.Generator()
         gen.set_state(state.rng_key)
-
-        def draw(u: torch.Tensor) -> torch.Tensor:
-            return torch.randn(u.shape, generator=gen, dtype=u.dtype).to(u.device)
-
-        noise = tree.map(draw, updates)
+        noise = tree.random_like(gen, updates)
         updates = tree.add_scale(updates, std, noise)
         return updates, AddNoiseState(count=count_inc, rng_key=gen.get_state())
 
