@@ -29,11 +29,21 @@ ScaleByTrustRatioState = EmptyState
 _NO_PARAMS = "{} needs params: call update(updates, state, params)"
 
 
+# (``dtype.to_real()`` is not traceable by dynamo)
+_REAL = {
+    torch.complex32: torch.float16,
+    torch.complex64: torch.float32,
+    torch.complex128: torch.float64,
+}
+
+
 def _like(s: Num, x: torch.Tensor) -> Num:
     """A tensor hyperparameter (or per-leaf factor) cast to ``x``'s dtype, so that a 0-d float64
     value never promotes a float32 leaf (0-d tensors promote each other); numbers pass through."""
-    if isinstance(s, torch.Tensor) and s.dtype != x.dtype and x.is_floating_point():
-        return s.to(x.dtype)
+    if isinstance(s, torch.Tensor) and (x.is_floating_point() or x.is_complex()):
+        target = _REAL.get(x.dtype, x.dtype)  # a real factor for a complex leaf
+        if s.dtype != target and s.is_floating_point():
+            return s.to(target)
     return s
 
 
