@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - optree is a declared dependency
 
 __all__ = [
     "abs",
+    "abs_sq",
     "add",
     "add_scale",
     "add_scalar",
@@ -168,6 +169,16 @@ def _any_requires_grad(lists: list[list[Any]]) -> bool:
 
 def _has_none(xs: list[Any]) -> bool:
     return any(builtins.map(operator.is_, xs, itertools.repeat(None)))
+
+
+def _any_complex(xs: list[Any]) -> bool:
+    return any(x.is_complex() for x in xs)
+
+
+def _abs_sq_leaf(x: torch.Tensor) -> torch.Tensor:
+    if x.is_complex():
+        return torch.view_as_real(x).square().sum(-1).to(x.dtype)
+    return x * x
 
 
 def _groups(xs: list[Any]) -> list[list[int]]:
@@ -357,15 +368,34 @@ def div(tree_x: Tree, tree_y: Tree) -> Tree:
 
 
 def maximum(tree_x: Tree, tree_y: Tree) -> Tree:
-    """Leafwise ``max(x, y)`` (written into ``tree_x`` if it is donated)."""
+    """Leafwise ``max(x, y)`` (written into ``tree_x`` if it is donated).
+
+    Complex leaves are ordered by their real parts (moments held in a complex dtype are real).
+    """
 
     def kernel(b, xs, ys, inplace=None):
+        if _any_complex(xs):
+            return [
+                torch.where(x.real >= y.real, x, y) if x.is_complex() else torch.maximum(x, y)
+                for x, y in zip(xs, ys)
+            ]
         if inplace == 0:
             torch._foreach_maximum_(xs, ys)
             return xs
         return b.maximum(xs, ys)
 
     return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=0)
+
+
+def abs_sq(tree: Tree) -> Tree:
+    """Leafwise ``|x| ** 2``: ``x * x`` for real leaves, ``re(x)**2 + im(x)**2`` for complex."""
+
+    def kernel(b, xs):
+        if _any_complex(xs):
+            return [_abs_sq_leaf(x) for x in xs]
+        return b.mul(xs, xs)
+
+    return _apply(kernel, tree, names=("tree",))
 
 
 def scale(scalar: Scalar, tree: Tree) -> Tree:
@@ -654,8 +684,8 @@ def update_moment_per_elem_norm(updates: Tree, moments: Tree, decay: Scalar, ord
     def kernel(b, gs, ms, inplace=None):
         ms = _cast_to(ms, gs)
         d = _as_number(decay)
-        if gs and gs[0].is_complex():  # |g|**order is real; the moment keeps its dtype
-            mags = [torch.view_as_real(g).square().sum(-1) for g in gs]
+        if _any_complex(gs):  # |g|**order is real; the moment keeps its dtype
+            mags = [_abs_sq_leaf(g).real for g in gs]
             if order != 2:
                 mags = [x.sqrt() ** order for x in mags]
             return [m * d + x.to(m.dtype) * (1 - d) for m, x in zip(ms, mags)]
@@ -683,7 +713,7 @@ def update_infinity_moment(updates: Tree, moments: Tree, decay: Scalar, eps: Sca
 
     def kernel(b, gs, ms):
         ms = _cast_to(ms, gs)
-        if gs and gs[0].is_complex():
+        if _any_complex(gs):
             return [
                 torch.maximum(g.abs() + eps, m.real * decay).to(m.dtype) for g, m in zip(gs, ms)
             ]

@@ -328,3 +328,42 @@ def test_polyak_target_network_loop_matches_optax():
         target_t = otx.periodic_update(online, target_t, torch.tensor(k), 5)
         target_j = optax.periodic_update(to_jax(online), target_j, jnp.asarray(k), 5)
         assert_trees_close(target_t, target_j, rtol=RTOL, atol=ATOL)
+
+
+def _complex_params():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.complex(
+        torch.randn(4, generator=gen, dtype=torch.float64),
+        torch.randn(4, generator=gen, dtype=torch.float64),
+    )
+    return {"z": z, "w": torch.randn(2, 3, generator=gen, dtype=torch.float64)}
+
+
+def _complex_grads(params, k):
+    gen = torch.Generator().manual_seed(100 + k)
+
+    def draw(x):
+        if x.is_complex():
+            return torch.complex(
+                torch.randn(x.shape, generator=gen, dtype=torch.float64),
+                torch.randn(x.shape, generator=gen, dtype=torch.float64),
+            )
+        return torch.randn(x.shape, generator=gen, dtype=torch.float64)
+
+    return otree.map(draw, params)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["scale_by_adam", "scale_by_amsgrad", "scale_by_rss", "scale_by_adamax", "rmsprop", "adagrad"],
+)
+def test_complex_params_match_optax(name):
+    """Complex parameters: second moments take |g|**2 (real), as optax does; maxima compare real
+    parts of the (real-valued) moments."""
+    run_both(
+        lambda L: (
+            getattr(L.tx, name)(0.1) if name in ("rmsprop", "adagrad") else getattr(L.tx, name)()
+        ),
+        params=_complex_params(),
+        grads_fn=_complex_grads,
+    )

@@ -376,7 +376,7 @@ def scale_by_rss(
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        sum_of_squares = tree.add(state.sum_of_squares, tree.mul(updates, updates))
+        sum_of_squares = tree.add(state.sum_of_squares, tree.abs_sq(updates))
         outer, inner = (0.0, eps) if eps_in_sqrt else (eps, 0.0)
         scaled = tree.div_sqrt(updates, sum_of_squares, outer, inner)
         if not isinstance(eps, torch.Tensor) and eps == 0:
