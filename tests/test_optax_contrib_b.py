@@ -1077,3 +1077,38 @@ def test_galore_validation():
     tx = otc.scale_by_galore(weight_dimension_numbers={"w": otc.GaLoreDimensionNumbers()})
     with pytest.raises(ValueError, match="rank >= 2"):
         tx.init({"w": torch.ones(2)})
+
+
+# --------------------------------------------------------------------------------------------
+# hyperparameters as 0-d tensors (inject_hyperparams)
+# --------------------------------------------------------------------------------------------
+
+INJECT_CASES: dict[str, Any] = {
+    "schedule_free_adamw": (otc.schedule_free_adamw, {"learning_rate": 0.1, "b1": 0.8}, {}),
+    "muon": (otc.muon, {"learning_rate": 0.1, "beta": 0.9, "consistent_rms": 0.2}, {}),
+    "reduce_on_plateau": (
+        otc.reduce_on_plateau,
+        {"factor": 0.5, "patience": 1, "rtol": 0.01},
+        {"value": torch.tensor(1.0, dtype=torch.float64)},
+    ),
+    "galore": (otc.galore, {"learning_rate": 0.1, "rank": 1, "update_proj_gap": 2}, {}),
+    "sophia": (
+        otc.sophia,
+        {"learning_rate": 0.1, "gamma": 0.1, "update_interval": 2},
+        {"obj_fn": lambda q: sum((x**3).sum() for x in otree.leaves(q))},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(INJECT_CASES))
+def test_tensor_hyperparameters(name):
+    factory, hp, extra = INJECT_CASES[name]
+    params = _matrix_params()
+    plain = factory(**hp)
+    injected = otx.inject_hyperparams(factory)(**hp)
+    st_p, st_i = plain.init(params), injected.init(params)
+    for k in range(4):
+        g = like_tree(params, 60 + k)
+        u_p, st_p = plain.update(g, st_p, params, **extra)
+        u_i, st_i = injected.update(g, st_i, params, **extra)
+        assert_trees_close(u_i, u_p, rtol=1e-12, atol=1e-14)

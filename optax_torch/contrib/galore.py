@@ -137,6 +137,11 @@ def scale_by_galore(
 
         >>> tx = otx.chain(otx.contrib.scale_by_galore(rank=16), otx.scale_by_learning_rate(1e-2))
     """
+    # integer 0-d tensors (e.g. from inject_hyperparams) are read once: they fix shapes
+    if isinstance(rank, torch.Tensor) and not rank.is_floating_point():
+        rank = int(rank)
+    if isinstance(update_proj_gap, torch.Tensor):
+        update_proj_gap = int(update_proj_gap)
     if not isinstance(rank, int) or isinstance(rank, bool):
         raise TypeError(f"`rank` must be an int, got {type(rank)}")
     if rank <= 0:

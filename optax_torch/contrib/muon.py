@@ -254,6 +254,8 @@ def _scale_by_muon(
     preconditioning: str,
     specs_fn: SpecsFn,
 ) -> GradientTransformation:
+    if isinstance(ns_steps, torch.Tensor):  # e.g. from inject_hyperparams: a loop count
+        ns_steps = int(ns_steps)
     _validate.check_positive_int("ns_steps", ns_steps)
     _validate.check_decay("beta", beta)
     _validate.check_non_negative("eps", eps)

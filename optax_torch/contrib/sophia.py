@@ -135,6 +135,8 @@ def scale_by_sophia(
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("gamma", gamma)
     _validate.check_non_negative("clip_threshold", clip_threshold)
+    if isinstance(update_interval, torch.Tensor):  # e.g. from inject_hyperparams
+        update_interval = int(update_interval)
     _validate.check_positive_int("update_interval", update_interval)
     hess_fn = with_extra_args_support(hessian_diagonal_fn)
 
