@@ -388,3 +388,34 @@ def test_power_iteration_compiles():
 
 
 _ = (JAX, TORCH, Lib, jax)
+
+
+@pytest.mark.parametrize("store_grad_search", ["zoom", "backtracking"])
+def test_lbfgs_none_gradient_keeps_state(store_grad_search):
+    """A parameter whose gradient is None this step is not moved, the objective still sees it,
+    and its state is carried over unchanged by the chain."""
+    fn = OBJECTIVES["quartic"]["torch"]
+    ls = (
+        otx.scale_by_zoom_linesearch(10)
+        if store_grad_search == "zoom"
+        else otx.scale_by_backtracking_linesearch(10, store_grad=True)
+    )
+    tx = otx.lbfgs(memory_size=3, linesearch=ls)
+    params = otx.tree.map(lambda x: 0.5 * x, params_tree())
+    state = tx.init(params)
+    for k in range(3):
+        g, v = torch.func.grad_and_value(fn)(params)
+        if k == 2:
+            g["dense"]["w"] = None
+        updates, new_state = tx.update(g, state, params, value=v, grad=g, value_fn=fn)
+        params = otx.apply_updates(params, updates)
+        if k < 2:
+            state = new_state
+    assert updates["dense"]["w"] is None
+    assert_trees_close(
+        new_state[0].diff_params_memory["dense"]["w"], state[0].diff_params_memory["dense"]["w"]
+    )
+    assert new_state[0].params["dense"]["w"] is state[0].params["dense"]["w"]
+    assert float(new_state[-1].value) < float(state[-1].value)
+    # tree.map_params finds the params-shaped parts of the state (no leaves at init).
+    otx.tree.map_params(tx, lambda x: x, new_state)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from optax_torch import _validate
 from optax_torch import transforms as T
 from optax_torch.base import (
@@ -66,7 +68,8 @@ def lbfgs(
         ...                                    value_fn=fn)
         ...     params = otx.apply_updates(params, updates)
     """
-    _validate.check_positive_int("memory_size", memory_size)
+    if not isinstance(memory_size, torch.Tensor):  # (0-d tensors: from inject_hyperparams)
+        _validate.check_positive_int("memory_size", memory_size)
     base_scaling = (
         T.scale(-1.0) if learning_rate is None else T.scale_by_learning_rate(learning_rate)
     )

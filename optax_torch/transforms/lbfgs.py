@@ -114,6 +114,8 @@ def scale_by_lbfgs(
 
         >>> tx = otx.chain(otx.scale_by_lbfgs(), otx.scale(-1.0))  # usually with a line search
     """
+    if isinstance(memory_size, torch.Tensor):  # a 0-d tensor from inject_hyperparams
+        memory_size = int(memory_size)
     _validate.check_positive_int("memory_size", memory_size)
 
     def init_fn(params):
@@ -139,6 +141,10 @@ def scale_by_lbfgs(
         prev_memory_idx = (state.count - 1) % memory_size
         started = state.count > 0
 
+        # A parameter without gradient (``None`` update) gets ``None`` everywhere in the new
+        # state, which chain replaces by its old state: it is left out of this step.
+        params = tree.map(lambda u, p: p, updates, params)
+
         # 1. The memory gets the newest differences (zeros at the first step).
         diff_params = tree.sub(params, state.params)
         diff_updates = tree.sub(updates, state.updates)
@@ -151,7 +157,7 @@ def scale_by_lbfgs(
 
         def write(memory: Updates, entry: Updates) -> Updates:
             return tree.map(
-                lambda m, e: m.index_copy(0, slot.to(m.device), e.unsqueeze(0)), memory, entry
+                lambda e, m: m.index_copy(0, slot.to(m.device), e.unsqueeze(0)), entry, memory
             )
 
         diff_params_memory = write(state.diff_params_memory, diff_params)

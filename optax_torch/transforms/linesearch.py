@@ -52,9 +52,12 @@ def _real(x: torch.Tensor) -> torch.Tensor:
 
 
 def _value_dtype(params: Params) -> tuple[torch.dtype, torch.device]:
-    """The real dtype (and device) of the first leaf: the dtype of values and step sizes."""
-    first = tree.leaves(params)[0]
-    return _real(torch.empty((), dtype=first.dtype)).dtype, first.device
+    """The real dtype (and device) of the first leaf: the dtype of values and step sizes (the
+    default dtype for a tree without leaves, e.g. ``tree.map_params``'s placeholder)."""
+    leaves = tree.leaves(params)
+    if not leaves:
+        return torch.get_default_dtype(), torch.device("cpu")
+    return _real(torch.empty((), dtype=leaves[0].dtype)).dtype, leaves[0].device
 
 
 def _extract_fn_kwargs(value_fn: Callable, extra_args: dict[str, Any], who: str) -> dict:
@@ -106,6 +109,19 @@ def _vjp(fn: Callable, params: Params) -> tuple[torch.Tensor, Callable[[torch.Te
     f, xs, back = _on_tensor_leaves(fn, params)
     value, vjp_fn = torch.func.vjp(f, xs)[:2]
     return value, lambda ct: back(vjp_fn(ct)[0])
+
+
+def _moved(params: Params, stepsize: torch.Tensor, updates: Updates) -> Params:
+    """``params + stepsize * updates``, leaving the parameters without update (``None``) as they
+    are, so that the objective always sees every parameter."""
+    return tree.map(
+        lambda p, m: p if m is None else m, params, tree.add_scale(params, stepsize, updates)
+    )
+
+
+def _like(tree_x: Any, pattern: Any) -> Any:
+    """``tree_x`` with ``None`` wherever ``pattern`` has ``None``."""
+    return tree.map(lambda _, x: x, pattern, tree_x)
 
 
 def _nan_to_inf(x: torch.Tensor) -> torch.Tensor:
@@ -216,7 +232,7 @@ def scale_by_backtracking_linesearch(
     _validate.check_positive("max_learning_rate", max_learning_rate)
     _validate.check_non_negative("atol", atol)
     _validate.check_non_negative("rtol", rtol)
-    max_steps = int(max_backtracking_steps)
+    max_steps = int(max_backtracking_steps)  # a 0-d tensor from inject_hyperparams too
 
     def init_fn(params):
         dtype, device = _value_dtype(params)
@@ -251,10 +267,14 @@ def scale_by_backtracking_linesearch(
         def body_fn(s):
             # The learning rate decreases from the second trial on.
             lr = torch.where(s.iter_num > 0, decrease_factor * s.learning_rate, s.learning_rate)
-            new_params = tree.add_scale(params, lr, updates)
+            new_params = _moved(params, lr, updates)
             new_grad = s.new_grad
             if store_grad:
-                new_value, vjp_fn = _vjp(fn, new_params)
+                new_value, vjp_params = _vjp(fn, new_params)
+
+                def vjp_fn(ct):
+                    return _like(vjp_params(ct), updates)
+
                 new_value = new_value.to(lr.dtype)
                 err = decrease_error_of(lr, new_value)
                 # The search ends here: the gradient at the accepted point is needed.
@@ -273,7 +293,7 @@ def scale_by_backtracking_linesearch(
         search = _BacktrackingSearchState(
             learning_rate=lr_guess,
             new_value=value,
-            new_grad=tree.zeros_like(params),
+            new_grad=tree.zeros_like(updates),
             decrease_error=torch.full_like(value, float("inf")),
             iter_num=numerics.zero_count(),
         )
@@ -518,7 +538,8 @@ def scale_by_zoom_linesearch(
 
         def evaluate(stepsize):
             """Value, gradient and slope of the objective at ``params + stepsize * updates``."""
-            g, v = _grad_and_value(fn, tree.add_scale(params, stepsize, updates))
+            g, v = _grad_and_value(fn, _moved(params, stepsize, updates))
+            g = _like(g, updates)
             slope = _real(tree.vdot(g, updates)).to(dtype)
             return v.to(dtype), tree.cast_like(g, grad), slope
 
