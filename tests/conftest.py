@@ -170,8 +170,10 @@ def _compare(a, e, path: str, rtol: float, atol: float, check_dtype: bool, error
         if not np.array_equal(a, e):
             errors.append(f"{path}: {a} vs expected {e}")
         return
-    af = a.astype(np.float64)
-    ef = e.astype(np.float64)
+    # complex values compare as complex (np.allclose on complex compares |a - e|)
+    wide = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(e) else np.float64
+    af = a.astype(wide)
+    ef = e.astype(wide)
     if not np.allclose(af, ef, rtol=rtol, atol=atol, equal_nan=True):
         diff = np.abs(af - ef)
         finite = diff[np.isfinite(diff)]
