@@ -99,8 +99,8 @@ def differentially_private_aggregate(
         xs = tree.leaves(updates)
         if not xs:
             return updates, state
+        clipped, _ = T.per_example_global_norm_clip(updates, l2_norm_clip)  # checks batch axes
         bsize = xs[0].shape[0]
-        clipped, _ = T.per_example_global_norm_clip(updates, l2_norm_clip)
         g = torch.Generator()
         g.set_state(state.rng_key)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -35,9 +35,10 @@ def _tree_dtype(params: Params, which: str) -> torch.dtype:
     """optax's ``tree.dtype(params, "lowest" | "highest")`` over the floating leaves.
 
     ``dtype1 <= dtype2`` when ``dtype1`` promotes to ``dtype2``; an empty tree gives torch's
-    default dtype.
+    default dtype. Complex leaves count as their real dtype (the scalars kept in states are
+    real: learning rates, weights, losses).
     """
-    dtypes = [x.dtype for x in tree.leaves(params)]
+    dtypes = [x.dtype.to_real() if x.is_complex() else x.dtype for x in tree.leaves(params)]
     if not dtypes:
         return torch.get_default_dtype()
     out = dtypes[0]
@@ -55,6 +56,13 @@ def _as_tensor(x: Num, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(dtype)
     return torch.tensor(x, dtype=dtype)
+
+
+def _static_int(x: Any) -> Any:
+    """A 0-d integer tensor (e.g. from ``inject_hyperparams``) read as an int; else ``x``."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        return int(x)
+    return x
 
 
 class ScheduleFreeState(NamedTuple):
@@ -167,8 +175,9 @@ def schedule_free(
         x = tree.map(lambda xi, zi: (1.0 - ck) * xi + ck * zi, prev_x, z)
         new_params = tree.map(lambda xi, zi: b1 * xi + (1.0 - b1) * zi, x, z)
         # With a wider state_dtype the arithmetic is in that dtype (optax returns those updates
-        # too); ours are cast back to the gradients' dtypes.
+        # too); ours are cast back to the gradients' dtypes. No gradient, no update.
         new_updates = tree.cast_like(tree.sub(new_params, params), updates)
+        new_updates = tree.map(lambda b, u: u, base_updates, new_updates)
         return new_updates, ScheduleFreeState(
             b1=state.b1,
             weight_sum=next_total_weight,
@@ -210,6 +219,7 @@ def schedule_free_sgd(
         >>> opt = otx.contrib.schedule_free_sgd(1.0, warmup_steps=100)
     """
     _validate.check_finite("learning_rate", learning_rate)
+    warmup_steps = _static_int(warmup_steps)
     _validate.check_positive_int("warmup_steps", warmup_steps)
     _validate.check_non_negative("weight_decay", weight_decay)
     lr: ScalarOrSchedule = learning_rate
@@ -261,6 +271,7 @@ def schedule_free_adamw(
         >>> opt = otx.contrib.schedule_free_adamw(1e-3, warmup_steps=100, weight_decay=1e-4)
     """
     _validate.check_finite("learning_rate", learning_rate)
+    warmup_steps = _static_int(warmup_steps)
     _validate.check_positive_int("warmup_steps", warmup_steps)
     _validate.check_decay("b2", b2)
     _validate.check_non_negative("eps", eps)

@@ -46,6 +46,22 @@ def _rademacher(key: torch.Tensor, like: list[torch.Tensor]) -> tuple[list[torch
     return signs, g.get_state()
 
 
+def _hvp(f: Callable[[list[torch.Tensor]], torch.Tensor], xs: list[torch.Tensor], vs: list[Any]):
+    """Hessian-vector product of ``f`` at ``xs`` by double backward (works inside ``no_grad``,
+    e.g. in ``TorchOptimizer.step``, and for objectives that ignore some leaves)."""
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        grads = torch.autograd.grad(f(leaves), leaves, create_graph=True, allow_unused=True)
+        dot = sum(
+            ((g * v).sum() for g, v in zip(grads, vs) if g is not None and g.requires_grad),
+            torch.zeros(()),
+        )
+        if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
+            return [torch.zeros_like(x) for x in xs]
+        hvp = torch.autograd.grad(dot, leaves, allow_unused=True)
+    return [torch.zeros_like(x) if h is None else h.detach() for h, x in zip(hvp, xs)]
+
+
 def hutchinson_estimator_diag_hessian(random_seed: int | None = None) -> GradientTransformation:
     r"""Estimates the diagonal of the Hessian with Hutchinson's estimator.
 
@@ -54,7 +70,7 @@ def hutchinson_estimator_diag_hessian(random_seed: int | None = None) -> Gradien
         \text{ uniformly},
 
     unbiased (:math:`E[z \odot Hz] = \operatorname{diag}(H)`) with high variance. The
-    Hessian-vector product is forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``).
+    Hessian-vector product is computed by double backward (``torch.autograd.grad`` twice).
     ``update`` ignores the updates and needs ``params`` and the extra argument ``obj_fn``
     (``params -> scalar loss``).
 
@@ -95,8 +111,7 @@ def hutchinson_estimator_diag_hessian(random_seed: int | None = None) -> Gradien
                 full[i] = x
             return obj_fn(tree.unflatten(spec, full))
 
-        xs_detached = [x.detach() for x in xs]
-        hvp = torch.func.jvp(torch.func.grad(loss), (xs_detached,), (signs,))[1]
+        hvp = _hvp(loss, xs, signs)
         out: list[Any] = [None] * len(leaves)
         for i, h, s in zip(idx, hvp, signs):
             out[i] = h * s
