@@ -129,7 +129,8 @@ def noisy_sgd(
         u_k = -\alpha_k (g_k + \xi_k),\qquad \xi_k \sim \mathcal N\big(0, \eta / k^\gamma\big)
 
     for steps :math:`k = 1, 2, \dots` (see :func:`optax_torch.add_noise`). The generator state
-    lives in the optimizer state, so runs are reproducible from ``key``.
+    lives in the optimizer state, so runs are reproducible from ``key``. It draws from a
+    ``torch.Generator``, so its ``update`` runs eagerly, not under ``torch.compile``.
 
     Args:
       learning_rate: a number, a 0-d tensor or a schedule ``count -> value``.

@@ -18,6 +18,7 @@ from optax_torch.transforms import scaling as _scaling
 from optax_torch.transforms import sign as _sign
 from optax_torch.transforms import step_size as _step_size
 from optax_torch.transforms import weight_decay as _weight_decay
+from optax_torch.transforms import zoom_linesearch as _zoom_linesearch
 from optax_torch.transforms.adaptive import *  # noqa: F403
 from optax_torch.transforms.clipping import *  # noqa: F403
 from optax_torch.transforms.conditionality import *  # noqa: F403
@@ -36,6 +37,7 @@ from optax_torch.transforms.scaling import *  # noqa: F403
 from optax_torch.transforms.sign import *  # noqa: F403
 from optax_torch.transforms.step_size import *  # noqa: F403
 from optax_torch.transforms.weight_decay import *  # noqa: F403
+from optax_torch.transforms.zoom_linesearch import *  # noqa: F403
 
 # Modules are bound under private names: a module and its main function may share a name
 # (``contrib.muon``), and the function wins in this namespace, as in optax.
@@ -61,6 +63,7 @@ __all__: list[str] = [
             _sign,
             _step_size,
             _weight_decay,
+            _zoom_linesearch,
         )
         for name in module.__all__
     ],
