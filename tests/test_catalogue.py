@@ -30,6 +30,8 @@ import pytest
 import torch
 from catalogue import TARGETS, Entry, catalogue, extra_args, resolve, value_and_grad
 from conftest import Pair, assert_trees_close, make_tree, tensor_versions
+from hypothesis import HealthCheck, given, settings
+from test_laws import problems
 
 import optax_torch as otx
 from optax_torch import tree as otree
@@ -388,3 +390,45 @@ def test_multi_steps_gives_exact_zeros_between_emits(name, dtype):
         if k < 3:
             assert torch.equal(updates, torch.zeros_like(grads))
         assert updates.dtype == dtype
+
+
+# --------------------------------------------------------------------------------------------
+# Hypothesis: the laws on random pytrees, for every entry
+# --------------------------------------------------------------------------------------------
+
+HYPOTHESIS_SETTINGS = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+PLAIN = sorted(n for n in NAMES if not CATALOGUE[n].needs)
+
+
+@pytest.mark.parametrize("name", PLAIN)
+@HYPOTHESIS_SETTINGS
+@given(problem=problems())
+def test_laws_on_random_trees(name, problem):
+    """Random nests (dict/list/tuple/NamedTuple; float32/float64 leaves of 0 to 3 dims, empty
+    ones included; ``None`` params, and one more ``None`` gradient at the second step): inputs
+    are never modified, updates follow the gradients' structure, ``None`` gradients give ``None``
+    updates and keep their state."""
+    params, grads_list = problem
+    t = CATALOGUE[name].build()
+    state = t.init(params)
+    for grads in grads_list:
+        inputs = (grads, state, params)
+        snapshot = copy.deepcopy(inputs)
+        versions = tensor_versions(inputs)
+        updates, new_state = t.update(grads, state, params)
+        assert tensor_versions(inputs) == versions
+        assert_trees_close(inputs, snapshot, rtol=0, atol=0)
+        u_leaves, u_spec = otree.flatten(updates)
+        g_leaves, g_spec = otree.flatten(grads)
+        assert u_spec == g_spec
+        for u, g in zip(u_leaves, g_leaves):
+            assert (u is None) == (g is None)
+            if u is not None:
+                assert u.shape == g.shape and u.dtype == g.dtype
+        assert otree.structure(new_state) == otree.structure(state)
+        state = new_state

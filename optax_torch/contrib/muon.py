@@ -312,7 +312,7 @@ def _scale_by_shape(specs_fn: SpecsFn, consistent_rms: Num | None) -> GradientTr
         fan_out = math.prod([x.shape[a] for a in out])
         if consistent_rms is not None:
             return math.sqrt(max(fan_in, fan_out)) * consistent_rms
-        return math.sqrt(max(1, fan_out / fan_in))
+        return math.sqrt(max(1, fan_out / max(fan_in, 1)))  # (empty matrices: 1)
 
     def update_fn(updates, state, params=None):
         del params

@@ -269,6 +269,8 @@ def scale_by_sm3(b1: Num = 0.9, b2: Num = 1.0, eps: Num = 1e-8) -> GradientTrans
         if accum.ndim < 2:
             return [accum]
         dims = range(accum.ndim)
+        if accum.numel() == 0:  # nothing to reduce: the accumulators stay at 0
+            return [accum.new_zeros(accum.shape[i]) for i in dims]
         return [torch.amax(accum, dim=[j for j in dims if j != i]) for i in dims]
 
     def update_fn(updates, state, params=None):
