@@ -411,8 +411,9 @@ PLAIN = sorted(n for n in NAMES if not CATALOGUE[n].needs)
 def test_laws_on_random_trees(name, problem):
     """Random nests (dict/list/tuple/NamedTuple; float32/float64 leaves of 0 to 3 dims, empty
     ones included; ``None`` params, and one more ``None`` gradient at the second step): inputs
-    are never modified, updates follow the gradients' structure, ``None`` gradients give ``None``
-    updates and keep their state."""
+    are never modified, updates follow the gradients' structure and dtypes, ``None`` gradients
+    give ``None`` updates, the state keeps its structure (that state is *kept* where a gradient
+    is ``None`` is :func:`test_none_gradient_keeps_state`)."""
     params, grads_list = problem
     t = CATALOGUE[name].build()
     state = t.init(params)
