@@ -12,6 +12,7 @@ Pytrees are any ``torch.utils._pytree`` tree (nested dict / list / tuple / Named
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -101,26 +102,43 @@ def _carry_over(new_state: OptState, old_state: OptState) -> OptState:
     return _tree.unflatten(spec, merged)
 
 
-class _CarryingNone:
-    """An update function that keeps the old state of the leaves whose gradient is ``None``.
+_CARRIES = "_optax_torch_carries_none_of"
+
+
+def _carrying_none(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as an update function that keeps the old state of leaves whose gradient is None.
 
     Every :class:`GradientTransformation` wraps its ``update`` in this, so a bare transformation
-    treats a ``None`` gradient as a chain does. Attributes (e.g. the donation-safe mark) are
-    those of the wrapped function (copied at construction; the mark is read from the function).
+    treats a ``None`` gradient as a chain does. The wrapper gets a code object of its own:
+    ``torch.compile`` caches compiled code (and counts recompilations, up to a limit) per code
+    object, so a wrapper shared by all transformations would make compiling the ``update`` of
+    the ninth transformation in a process fail with ``fullgraph=True``.
     """
 
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, updates, state, params=None, **extra_args):
-        new_updates, new_state = self.fn(updates, state, params, **extra_args)
+    def update(updates, state, params=None, **extra_args):
+        new_updates, new_state = fn(updates, state, params, **extra_args)
         if _has_none(updates):
             new_state = _carry_over(new_state, state)
         return new_updates, new_state
 
-    def __repr__(self) -> str:
-        return f"<update {getattr(self.fn, '__qualname__', self.fn)!r} (None-grad state kept)>"
+    functools.update_wrapper(update, fn)
+    setattr(update, _CARRIES, fn)
+    return _own_code(update)
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Gives a Python function a copy of its code object (see :func:`_carrying_none`): a
+    combinator's ``update`` is one nested function for all its instances (every ``chain``), and
+    ``torch.compile``'s per-code cache would fill up after eight of them."""
+    # (Built inside a compiled region, e.g. by inject_hyperparams, a function is inlined, never
+    # cached; and dynamo cannot trace code.replace.)
+    if isinstance(fn, types.FunctionType) and not torch.compiler.is_compiling():
+        fn.__code__ = fn.__code__.replace()
+    return fn
+
+
+def _unwrap(update: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(update, _CARRIES, update)
 
 
 class GradientTransformation(_Pair):
@@ -154,15 +172,15 @@ class GradientTransformation(_Pair):
     update: TransformUpdateFn
 
     def __new__(cls, init: Any, update: Any):
-        if not isinstance(update, _CarryingNone):
-            update = _CarryingNone(update)
+        if not hasattr(update, _CARRIES):
+            update = _carrying_none(update)
         return super().__new__(cls, init, update)
 
     @classmethod
     def _unwrapped(cls, init: Any, update: Any) -> Any:
         """Builds the pair without the ``None``-state wrapper (for combinators whose members
         already keep their states, and wrappers of an already wrapped ``update``)."""
-        return tuple.__new__(cls, (init, update))
+        return tuple.__new__(cls, (init, _own_code(update)))
 
 
 class GradientTransformationExtraArgs(GradientTransformation):
@@ -189,14 +207,14 @@ def donation_safe(update_fn: Callable) -> Callable:
     ``TorchOptimizer`` adapter donates its state only to a donation-safe transformation, so a
     custom transformation is always run on an intact state unless its author marks it.
     """
-    target = update_fn.fn if isinstance(update_fn, _CarryingNone) else update_fn
+    target = _unwrap(update_fn)
     setattr(target, _DONATION_SAFE, True)
     return update_fn
 
 
 def is_donation_safe(tx: GradientTransformation) -> bool:
     """Whether ``tx.update`` is marked with :func:`donation_safe`."""
-    update = tx.update.fn if isinstance(tx.update, _CarryingNone) else tx.update
+    update = _unwrap(tx.update)
     return bool(getattr(update, _DONATION_SAFE, False))
 
 

@@ -433,3 +433,20 @@ def test_laws_on_random_trees(name, problem):
                 assert u.shape == g.shape and u.dtype == g.dtype
         assert otree.structure(new_state) == otree.structure(state)
         state = new_state
+
+
+def test_many_compiled_updates_in_one_process():
+    """``torch.compile`` caches per code object, with a recompile limit (8); every transformation's
+    ``update`` (and every combinator's) has a code object of its own, so compiling the updates of
+    many optimizers, or of many instances of one, in one process never hits that limit."""
+    torch._dynamo.reset()
+    params, _, grads_of = _tree_problem()
+    grads = grads_of(params)
+    built = [otx.sgd(0.1 * (k + 1)) for k in range(9)]  # chains
+    built += [otx.scale(0.5) for _ in range(9)]  # bare transformations
+    for t in built:
+        step = torch.compile(t.update, backend="eager", fullgraph=True)
+        state = t.init(params)
+        for _ in range(2):
+            _, state = step(grads, state, params)
+    torch._dynamo.reset()
