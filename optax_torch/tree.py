@@ -599,8 +599,9 @@ def full_like(tree: Tree, fill_value: Scalar, dtype: torch.dtype | None = None) 
     if isinstance(fill_value, torch.Tensor):
 
         def fill(x: torch.Tensor) -> torch.Tensor:
-            out = torch.empty_like(x, dtype=dtype)
-            return out.copy_(fill_value.to(out.dtype).expand_as(out))
+            # out of place, so that a batched fill value works under torch.func.vmap
+            value = fill_value.to(device=x.device, dtype=dtype or x.dtype)
+            return value.expand(x.shape).clone(memory_format=torch.contiguous_format)
 
         return map(fill, tree)
     return map(lambda x: torch.full_like(x, fill_value, dtype=dtype), tree)

@@ -636,3 +636,10 @@ def test_broadcast_prefix():
         otree.broadcast_prefix({"enc": True}, t)
     with pytest.raises(ValueError, match="is not a prefix of"):
         otree.broadcast_prefix([True, False], t)
+
+
+def test_full_like_with_a_batched_tensor_value_under_vmap():
+    params = {"a": torch.ones(2, 3), "b": torch.ones(())}
+    out = torch.func.vmap(lambda v: otree.full_like(params, v))(torch.tensor([1.0, 2.0]))
+    assert out["a"].shape == (2, 2, 3) and out["b"].shape == (2,)
+    torch.testing.assert_close(out["a"][1], torch.full((2, 3), 2.0))
