@@ -87,6 +87,10 @@ def adamw(
 
     Note the default ``weight_decay=1e-4`` (optax's); ``torch.optim.AdamW`` defaults to ``1e-2``.
     Reference: Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
+
+    Example::
+
+        >>> opt = otx.adamw(1e-3, weight_decay=1e-2)
     """
     return chain(
         T.scale_by_adam(
@@ -108,6 +112,10 @@ def nadam(
     """NAdam as optax defines it: :func:`adam` with ``nesterov=True``.
 
     For ``torch.optim.NAdam`` (with its momentum schedule) use :func:`optax_torch.scale_by_nadam`.
+
+    Example::
+
+        >>> opt = otx.nadam(1e-3)
     """
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
 
@@ -122,7 +130,12 @@ def nadamw(
     weight_decay: Num = 1e-4,
     mask: Any | Callable[[Any], Any] | None = None,
 ) -> GradientTransformationExtraArgs:
-    """NAdamW: :func:`adamw` with ``nesterov=True``."""
+    """NAdamW: :func:`adamw` with ``nesterov=True``.
+
+    Example::
+
+        >>> opt = otx.nadamw(1e-3, weight_decay=1e-2)
+    """
     return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True)
 
 
@@ -137,6 +150,10 @@ def amsgrad(
     """AMSGrad: ``chain(scale_by_amsgrad(...), scale_by_learning_rate(learning_rate))``.
 
     Reference: Reddi et al., 2018.
+
+    Example::
+
+        >>> opt = otx.amsgrad(1e-3)
     """
     return chain(
         T.scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
@@ -160,6 +177,10 @@ def rmsprop(
     ``chain(scale_by_rms | scale_by_stddev, scale_by_learning_rate, trace(momentum))`` — as in
     optax, momentum accumulates the *learning-rate-scaled* step (``torch.optim.RMSprop`` scales
     after the momentum; the two agree for a constant learning rate).
+
+    Example::
+
+        >>> opt = otx.rmsprop(1e-3, momentum=0.9, centered=True)
     """
     make = T.scale_by_stddev if centered else T.scale_by_rms
     scaling = make(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
@@ -178,6 +199,10 @@ def adagrad(
     """Adagrad: ``chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate)``.
 
     Reference: Duchi et al., 2011.
+
+    Example::
+
+        >>> opt = otx.adagrad(1e-2)
     """
     return chain(
         T.scale_by_rss(initial_accumulator_value=initial_accumulator_value, eps=eps),

@@ -36,6 +36,8 @@ AdaptiveGradClipState = EmptyState
 def clip(max_delta: float | torch.Tensor) -> GradientTransformation:
     """Clips every update element to ``[-max_delta, max_delta]``."""
 
+    _validate.check_non_negative("max_delta", max_delta)
+
     def init_fn(params):
         del params
         return ClipState()
@@ -59,6 +61,8 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
 
     Reference: Pascanu et al., 2013, https://arxiv.org/abs/1211.5063
     """
+
+    _validate.check_non_negative("max_norm", max_norm)
 
     def init_fn(params):
         del params

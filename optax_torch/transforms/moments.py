@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from optax_torch import numerics, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = [
@@ -69,6 +69,11 @@ def scale_by_adam(
 
         >>> tx = otx.chain(otx.scale_by_adam(), otx.scale_by_learning_rate(1e-3))
     """
+
+    _validate.check_decay("b1", b1)
+    _validate.check_decay("b2", b2)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("eps_root", eps_root)
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -138,6 +143,11 @@ def scale_by_amsgrad(
     Reference: Reddi et al., 2018, https://openreview.net/forum?id=ryQu7f-RZ
     """
 
+    _validate.check_decay("b1", b1)
+    _validate.check_decay("b2", b2)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("eps_root", eps_root)
+
     def init_fn(params):
         return ScaleByAmsgradState(
             count=numerics.zero_count(),
@@ -195,6 +205,11 @@ def scale_by_nadam(
 
     Reference: Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
     """
+
+    _validate.check_decay("b1", b1)
+    _validate.check_decay("b2", b2)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("momentum_decay", momentum_decay)
 
     def init_fn(params):
         return ScaleByNadamState(
@@ -259,6 +274,10 @@ def scale_by_rms(
     Reference: Hinton, Lecture 6.5 of "Neural Networks for Machine Learning", 2012.
     """
 
+    _validate.check_decay("decay", decay)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("initial_scale", initial_scale)
+
     def init_fn(params):
         nu = tree.full_like(params, initial_scale)
         if bias_correction:
@@ -316,6 +335,10 @@ def scale_by_stddev(
     Reference: Graves, 2013, https://arxiv.org/abs/1308.0850
     """
 
+    _validate.check_decay("decay", decay)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("initial_scale", initial_scale)
+
     def init_fn(params):
         mu = tree.zeros_like(params)
         nu = tree.full_like(params, initial_scale)
@@ -369,6 +392,9 @@ def scale_by_rss(
 
     Reference: Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html
     """
+
+    _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
+    _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=tree.full_like(params, initial_accumulator_value))

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import numerics, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = ["EmaState", "TraceState", "ema", "trace"]
@@ -38,6 +38,8 @@ def trace(
 
     Reference: Polyak, 1964; Sutskever et al., 2013 (Nesterov form).
     """
+
+    _validate.check_non_negative("decay", decay)
 
     def init_fn(params):
         return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
@@ -75,6 +77,8 @@ def ema(
       debias: divide by ``1 - decay**k`` to remove the bias towards the zero initialisation.
       accumulator_dtype: optional dtype of the average.
     """
+
+    _validate.check_decay("decay", decay, allow_one=True)
 
     def init_fn(params):
         return EmaState(

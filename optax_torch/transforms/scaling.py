@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from optax_torch import numerics, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
     EmptyState,
     GradientTransformation,
@@ -39,6 +39,8 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
 
         >>> tx = otx.chain(otx.scale_by_adam(), otx.scale(-1e-3))
     """
+
+    _validate.check_finite("step_size", step_size)
 
     def init_fn(params):
         del params
@@ -82,6 +84,7 @@ def scale_by_learning_rate(
     ``learning_rate`` is a number, a 0-d tensor, or a schedule ``count -> value``. The last link of
     most optimizers: updates are *added* to parameters, so descent needs the minus sign.
     """
+    _validate.check_finite("learning_rate", learning_rate)
     m = -1 if flip_sign else 1
     if callable(learning_rate):
         lr_fn = learning_rate

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import numerics, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule, donation_safe
 from optax_torch.transforms.masking import masked
 
@@ -37,6 +37,8 @@ def add_decayed_weights(
       mask: a tree of booleans (or a function ``params -> tree``) selecting the parameters to decay;
         ``None`` decays all of them.
     """
+
+    _validate.check_finite("weight_decay", weight_decay)
 
     def init_fn(params):
         del params
