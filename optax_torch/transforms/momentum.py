@@ -1,4 +1,4 @@
-"""Momentum (``trace``) and exponential moving averages (``ema``)."""
+"""Momentum (``trace``, ``dampened_trace``) and exponential moving averages (``ema``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
 
-__all__ = ["EmaState", "TraceState", "ema", "trace"]
+__all__ = ["DampenedTraceState", "EmaState", "TraceState", "dampened_trace", "ema", "trace"]
 
 
 class TraceState(NamedTuple):
@@ -50,6 +50,68 @@ def trace(
         new_trace = tree.add_scale(updates, decay, tree.cast_like(state.trace, updates))
         out = tree.add_scale(updates, decay, new_trace) if nesterov else new_trace
         return out, TraceState(trace=tree.cast(new_trace, accumulator_dtype))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class DampenedTraceState(NamedTuple):
+    """State of :func:`dampened_trace`: the buffer and, per leaf, whether it has started."""
+
+    trace: Updates
+    started: Any  # per leaf, a 0-d bool tensor
+
+
+def dampened_trace(
+    decay: float | torch.Tensor,
+    dampening: float | torch.Tensor = 0.0,
+    nesterov: bool = False,
+    accumulator_dtype: torch.dtype | None = None,
+) -> GradientTransformation:
+    r"""Heavy-ball momentum with dampening, in ``torch.optim.SGD``'s form.
+
+    The buffer of each leaf starts as its first gradient (no dampening on that step), then
+
+    .. math::
+        t_k = \text{decay}\, t_{k-1} + (1 - \text{dampening})\, g_k, \qquad
+        u_k = t_k \;\; \text{or, with Nesterov,} \;\; u_k = g_k + \text{decay}\, t_k
+
+    With ``dampening=0`` the sequence equals :func:`trace`'s from the second step on; the first
+    step differs only in that :func:`trace` starts from a zero buffer, which gives the same
+    ``t_1 = g_1``. The ``started`` flag is per leaf, so a leaf that joins late (a ``None``
+    gradient in :class:`~optax_torch.TorchOptimizer`) starts its own buffer.
+
+    Args:
+      decay: the momentum coefficient (torch's ``momentum``), ``>= 0``.
+      dampening: the dampening of the gradient term, default ``0``.
+      nesterov: Nesterov momentum (torch requires ``dampening == 0`` for it; allowed here).
+      accumulator_dtype: optional dtype of the buffer (``None``: the params' dtype).
+
+    Example::
+
+        >>> tx = chain(dampened_trace(0.9, dampening=0.1), scale_by_learning_rate(0.1))
+
+    Reference: ``torch.optim.SGD`` (Sutskever et al., 2013 for the Nesterov form).
+    """
+
+    _validate.check_non_negative("decay", decay)
+    _validate.check_finite("dampening", dampening)
+
+    def init_fn(params):
+        return DampenedTraceState(
+            trace=tree.zeros_like(params, dtype=accumulator_dtype),
+            started=tree.map(lambda p: torch.zeros((), dtype=torch.bool, device=p.device), params),
+        )
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        old = tree.cast_like(state.trace, updates)
+        damped = tree.add_scale(tree.scale(decay, old), 1 - dampening, updates)
+        new_trace = tree.where(state.started, damped, updates)
+        out = tree.add_scale(updates, decay, new_trace) if nesterov else new_trace
+        started = tree.map(lambda u, s: torch.ones_like(s), updates, state.started)
+        new_state = DampenedTraceState(tree.cast(new_trace, accumulator_dtype), started)
+        return out, new_state
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -1,4 +1,4 @@
-"""Monitoring: snapshot, monitor, measure_with_ema.
+"""Monitoring: count_steps, snapshot, monitor, measure_with_ema.
 
 Measurements of the updates at some point of a chain, stored in the state (read them with
 ``optax_torch.tree.get(state, name)``); the updates pass through unchanged.
@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import _validate, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -27,8 +27,10 @@ from optax_torch.combine import chain
 from optax_torch.transforms.momentum import ema
 
 __all__ = [
+    "CountState",
     "MonitorState",
     "SnapshotState",
+    "count_steps",
     "measure_with_ema",
     "monitor",
     "snapshot",
@@ -186,3 +188,34 @@ def measure_with_ema(
     base_ema = ema(decay, debias, accumulator_dtype)
     measurement_ema = base_ema._replace(init=lambda params: base_ema.init(measure_float(params)))
     return chain(stateless(lambda updates, _: measure_float(updates)), measurement_ema)
+
+
+class CountState(NamedTuple):
+    """State of :func:`count_steps`."""
+
+    count: torch.Tensor
+
+
+def count_steps() -> GradientTransformation:
+    """Counts the steps taken; the updates pass through unchanged.
+
+    For chains whose state should carry a step count that no transformation uses (e.g. the
+    ``step`` that ``torch.optim.RMSprop`` and ``Adadelta`` keep per parameter). The count is an
+    int32 0-d tensor saturating at the int32 maximum, like optax's counts.
+
+    Example::
+
+        >>> tx = chain(count_steps(), scale_by_rms(), scale_by_learning_rate(1e-2))
+        >>> state = tx.init(params)   # state[0].count == 0
+    """
+
+    def init_fn(params):
+        del params
+        return CountState(count=numerics.zero_count())
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        return updates, CountState(count=numerics.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)

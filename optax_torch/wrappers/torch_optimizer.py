@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.optim.optimizer import Optimizer
@@ -119,6 +119,11 @@ class TorchOptimizer(Optimizer):
     * Sparse gradients are not supported; complex parameters are handled only as far as the
       transform supports them.
     """
+
+    # Subclasses whose transforms take sparse gradients (SparseAdam) set this to True.
+    _accepts_sparse_grads: ClassVar[bool] = False
+    # Subclasses set this to True for torch's per-parameter step counts (the drop-ins).
+    _per_param_steps: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -306,7 +311,7 @@ class TorchOptimizer(Optimizer):
             if g is None:
                 all_grad = False
             else:
-                if g.is_sparse:
+                if g.is_sparse and not self._accepts_sparse_grads:
                     raise RuntimeError(
                         f"TorchOptimizer: param group {gi}, parameter {j} has a sparse gradient; "
                         "sparse gradients are not supported (use a dense gradient or "
