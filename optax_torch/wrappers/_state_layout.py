@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from copy import deepcopy
+from copy import copy, deepcopy
 from itertools import chain as _iter_chain
 from typing import Any
 
@@ -32,6 +32,8 @@ from optax_torch.base import GradientTransformation, OptState
 
 # (name, index of the parameter or None for group-wide leaves), one per leaf of a state tree.
 Plan = list[tuple[str, int | None]]
+# Per-parameter values of group-wide leaves: flat leaf index -> one value per parameter.
+PerParam = dict[int, list[Any]]
 
 
 def is_namedtuple(obj: Any) -> bool:
@@ -52,6 +54,15 @@ class Slot:
         self.plan: Plan = []
         self.leaves: list[Any] | None = None  # flat state leaves not yet mirrored in .state
         self.spec: Any = None
+        # Per-parameter values of the group-wide leaves while they differ (see _per_param):
+        # flat leaf index -> one value per parameter (None for parameters without state).
+        self.pp: dict[int, list[Any]] | None = None
+
+    def without_transform(self) -> Slot:
+        """A shallow copy without the cached transform (rebuilt on the next step)."""
+        out = copy(self)
+        out.tx_key, out.tx = None, None
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,12 +100,14 @@ def unalias(state: OptState, params: list) -> OptState:
 
 def ensure_state(
     slot: Slot, tx: GradientTransformation, params: list, grads: list
-) -> tuple[OptState, list]:
-    """The group's state with state allocated for every parameter that has a gradient."""
+) -> tuple[OptState, list, list[Any] | None]:
+    """The group's state with state allocated for every parameter that has a gradient, the
+    parameters with state, and the flat leaves of the fresh state (``None`` if none was made).
+    """
     active = slot.active
     need = [g is not None and not a for g, a in zip(grads, active)]
     if not any(need):
-        return slot.state, active
+        return slot.state, active, None
     n = len(params)
     if all(need):
         fresh = tx.init(list(params))
@@ -108,12 +121,12 @@ def ensure_state(
             fresh = tx.init(list(params))
             now_active = [True] * n
     fresh = unalias(fresh, params)
+    fresh_leaves, fresh_spec = tree.flatten(fresh)
     if slot.state is None:
         state = fresh
         slot.probe_spec = probe_spec(tx)
     else:
         old_leaves, old_spec = tree.flatten(slot.state)
-        fresh_leaves, fresh_spec = tree.flatten(fresh)
         if old_spec != fresh_spec:
             raise RuntimeError(
                 "TorchOptimizer: the state made for new parameters does not match the "
@@ -122,7 +135,7 @@ def ensure_state(
         state = tree.unflatten(
             old_spec, [f if o is None else o for o, f in zip(old_leaves, fresh_leaves)]
         )
-    return state, now_active
+    return state, now_active, fresh_leaves
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +191,7 @@ def make_plan(state: OptState, n: int, key_map: dict[str, str]) -> Plan:
     return out
 
 
-def _plan_for(slot: Slot, state: OptState, spec: Any, n: int, key_map: dict[str, str]) -> Plan:
+def plan_for(slot: Slot, state: OptState, spec: Any, n: int, key_map: dict[str, str]) -> Plan:
     """The slot's plan for a state of structure ``spec`` (cached while the structure is kept)."""
     if slot.plan_spec is None or spec != slot.plan_spec:
         slot.plan = make_plan(state, n, key_map)
@@ -189,6 +202,26 @@ def _plan_for(slot: Slot, state: OptState, spec: Any, n: int, key_map: dict[str,
 def _shared_names(slot: Slot) -> set[str]:
     """The names of the group-wide leaves (in every parameter's entry)."""
     return {name for name, j in slot.plan if j is None}
+
+
+def value_key(x: Any) -> Any:
+    """A hashable key of a state value (tensors by dtype, shape and contents)."""
+    if isinstance(x, torch.Tensor):
+        return (x.dtype, tuple(x.shape), tuple(x.detach().reshape(-1).tolist()))
+    return x if isinstance(x, int | float | bool | str | type(None)) else repr(x)
+
+
+def converge(pp: PerParam, active: list[bool], leaves: list[Any]) -> PerParam | None:
+    """Writes each group-wide value into ``leaves`` (the first active parameter's, as a
+    placeholder while diverged); returns ``None`` when all active parameters agree."""
+    first = active.index(True)
+    agree = True
+    for k, values in pp.items():
+        leaves[k] = values[first]
+        key = value_key(values[first])
+        if agree and any(value_key(v) != key for v, a in zip(values, active) if a):
+            agree = False
+    return None if agree else pp
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,13 +235,18 @@ def flush_mirror(
     """Writes the group's leaves not yet mirrored (``slot.leaves``) into ``store[p]``."""
     if slot.leaves is None:
         return
-    plan = _plan_for(slot, slot.state, slot.spec, len(params), key_map)
+    plan = plan_for(slot, slot.state, slot.spec, len(params), key_map)
     active_params = [p for p, a in zip(params, slot.active) if a]
     entries = {id(p): store[p] for p in active_params}
-    for (name, j), leaf in zip(plan, slot.leaves):
+    pp = slot.pp or {}
+    for k, ((name, j), leaf) in enumerate(zip(plan, slot.leaves)):
         if leaf is None:
             continue
-        if j is None:
+        if j is None and k in pp:  # diverged group-wide values: one per parameter
+            for p, a, v in zip(params, slot.active, pp[k]):
+                if a:
+                    entries[id(p)][name] = v
+        elif j is None:
             for p in active_params:
                 entries[id(p)][name] = leaf
         elif slot.active[j]:
@@ -335,12 +373,15 @@ def load_group(
     saved_ids: list,
     key_map: dict[str, str],
     adapt_entry: Callable[[dict[str, Any], set[str]], dict[str, Any]],
+    per_param: bool = False,
 ) -> None:
     """Rebuilds param group ``gi``'s state from its per-parameter entries into ``slot``.
 
     The state is a fresh ``tx.init`` filled with the saved values, cast to the fresh leaves'
     dtype and device; ``adapt_entry(entry, expected_names)`` may adapt each entry first.
-    Raises ``ValueError`` on missing or unexpected keys and on shape mismatches.
+    Group-wide leaves take the first entry's value; with ``per_param``, differing values are
+    kept per parameter (``slot.pp``). Raises ``ValueError`` on missing or unexpected keys and on
+    shape mismatches.
     """
     n = len(params)
     probe = [p if j in entries else None for j, p in enumerate(params)]
@@ -393,16 +434,24 @@ def load_group(
         return saved
 
     out = []
-    for (name, j), x in zip(plan, leaves):
+    pp: dict[int, list[Any]] = {}
+    for k, ((name, j), x) in enumerate(zip(plan, leaves)):
         if x is None:
             out.append(None)
         elif j is None:
             j0 = min(entries)
             out.append(fill(x, entries[j0][name], f"{where(j0)}, key {name!r}"))
+            if per_param:
+                pp[k] = [
+                    fill(x, entries[jj][name], f"{where(jj)}, key {name!r}") if active[jj] else None
+                    for jj in range(n)
+                ]
         elif active[j]:
             out.append(fill(x, entries[j][name], f"{where(j)}, key {name!r}"))
         else:
             out.append(None)
+    if pp:
+        slot.pp = converge(pp, active, out)
     slot.state = tree.unflatten(spec, out)
     slot.active = active
     slot.probe_spec = probe_spec(tx)

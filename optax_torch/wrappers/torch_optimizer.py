@@ -24,6 +24,7 @@ from torch.optim.optimizer import Optimizer
 
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, is_donation_safe, with_extra_args_support
+from optax_torch.wrappers import _per_param as per_param
 from optax_torch.wrappers import _state_layout as layout
 from optax_torch.wrappers._hyperparams import (
     LEARNING_RATE,
@@ -108,16 +109,21 @@ class TorchOptimizer(Optimizer):
 
     * Step counts are per param group (torch's are per parameter): a parameter whose gradient is
       ``None`` at some steps is skipped (parameter and state untouched), but when it next gets a
-      gradient it sees the group's count (e.g. in Adam's bias correction). Groups where no
-      parameter has a gradient are skipped entirely, count included.
+      gradient it sees the group's count (e.g. in Adam's bias correction), optax's semantics for
+      a chain whose state may couple parameters. Groups where no parameter has a gradient are
+      skipped entirely, count included. Subclasses that set ``_per_param_steps = True`` (the
+      ``torch.optim`` drop-ins) keep every group-wide state value per parameter instead, as torch
+      does (see :mod:`optax_torch.wrappers._per_param`): exact, at the cost of one ``tx.update``
+      per distinct count on the steps where counts differ.
     * Changing a hyperparameter that changes the *structure* of the state (e.g. ``momentum``
       from ``None`` to a number) after the first step raises ``ValueError``.
     * Not differentiable (``step`` always runs under ``torch.no_grad()``); use the functional
       ``tx.update`` with ``torch.func`` to differentiate through a step.
     * Transforms must not return state tensors that alias the gradients (the adapter does not
       copy them); state that aliases the parameters at ``init`` is copied.
-    * Sparse gradients are not supported; complex parameters are handled only as far as the
-      transform supports them.
+    * Sparse gradients are rejected unless a subclass sets ``_accepts_sparse_grads = True``
+      (``SparseAdam``); complex parameters are handled only as far as the transform supports
+      them.
     """
 
     # Subclasses whose transforms take sparse gradients (SparseAdam) set this to True.
@@ -336,7 +342,10 @@ class TorchOptimizer(Optimizer):
                 f"{len(params)} parameters; use add_param_group to add parameters"
             )
         tx = self._transform_for(gi, group)
-        state, active = layout.ensure_state(slot, tx, params, grads)
+        if self._per_param_steps and per_param.needs_split(slot, grads, self._otx_state_key_map):
+            self._step_group_per_param(slot, tx, params, grads, group, extra_args)
+            return
+        state, active, _ = layout.ensure_state(slot, tx, params, grads)
         if self._otx_inject:
             state = write_hyperparams(state, group, self._otx_inject)
         # The adapter owns the state and never reads the old one again: donate its buffers, so
@@ -377,6 +386,23 @@ class TorchOptimizer(Optimizer):
         if self._otx_inject:
             read_hyperparams(new_state, group, self._otx_inject)
         slot.leaves, slot.spec = new_leaves, spec  # mirrored into .state when it is read
+
+    def _step_group_per_param(self, slot, tx, params, grads, group, extra_args) -> None:
+        """A step with per-parameter group-wide values (see :mod:`._per_param`)."""
+
+        def prepare(state):
+            return write_hyperparams(state, group, self._otx_inject) if self._otx_inject else state
+
+        updates, new_state, active, leaves, spec = per_param.split_step(
+            slot, tx, params, grads, self._otx_state_key_map, prepare, extra_args
+        )
+        ps = [p for p, u in zip(params, updates) if u is not None]
+        if ps:
+            torch._foreach_add_(ps, [u for u in updates if u is not None])
+        slot.state, slot.active = new_state, active
+        if self._otx_inject:
+            read_hyperparams(new_state, group, self._otx_inject)
+        slot.leaves, slot.spec = leaves, spec
 
     # ----------------------------------------------------------------------------------------
     # optimizer.state mirror, state_dict / load_state_dict (see _state_layout)
@@ -464,6 +490,7 @@ class TorchOptimizer(Optimizer):
                     saved["params"],
                     self._otx_state_key_map,
                     self._adapt_entry,
+                    self._per_param_steps,
                 )
 
         self.param_groups = new_groups
@@ -489,6 +516,9 @@ class TorchOptimizer(Optimizer):
         out.update(
             {k: v for k, v in self.__dict__.items() if k.startswith("_otx_") and k != "_otx_state"}
         )
+        if self._otx_factory is not None:
+            # The cached transforms are closures (not picklable): rebuilt from the factory.
+            out["_otx_slots"] = [slot.without_transform() for slot in self._otx_slots]
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
