@@ -72,6 +72,9 @@ def scale_by_adamax(
         u_k = \frac{m_k}{(1-\beta_1^k)\, v_k}
 
     The state is a :class:`~optax_torch.ScaleByAdamState` (``nu`` holds :math:`v`), as in optax.
+    ``eps`` inside the maximum is both optax's and ``torch.optim.Adamax``'s placement, so
+    ``chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(lr))`` is torch's Adamax step
+    (torch's ``lr / (1 - b1^k)`` is the bias correction of :math:`m_k` here).
 
     Args:
       b1: decay rate of the first moment (default 0.9).
@@ -273,6 +276,8 @@ def scale_by_radam(
     nesterov: bool = False,
     mu_dtype: torch.dtype | None = None,
     nu_dtype: torch.dtype | None = None,
+    eps_before_debias: bool = False,
+    strict_threshold: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Rectified Adam.
 
@@ -293,6 +298,13 @@ def scale_by_radam(
     ``nesterov=True``). The choice is made with ``torch.where`` (traceable). The state is a
     :class:`~optax_torch.ScaleByAdamState`, as in optax.
 
+    ``torch.optim.RAdam``'s form differs in two places, both available as keyword extensions:
+    torch adds :math:`\epsilon` to the root of the *raw* second moment, :math:`r_k \hat m_k
+    \sqrt{1-\beta_2^k} / (\sqrt{v_k} + \epsilon)` (``eps_before_debias=True``; the same as
+    optax's form with :math:`\epsilon / \sqrt{1-\beta_2^k}`), and rectifies only where
+    :math:`\rho_k > 5` (``strict_threshold=True``). ``scale_by_radam(b1, b2, eps,
+    eps_before_debias=True, strict_threshold=True)`` is torch's step before the learning rate.
+
     Args:
       b1: decay rate of the first moment (default 0.9).
       b2: decay rate of the second moment (default 0.999).
@@ -301,12 +313,24 @@ def scale_by_radam(
       threshold: the smallest :math:`\rho_k` for which the adaptive step is used (default 5).
       nesterov: use Nesterov momentum (default False).
       mu_dtype, nu_dtype: *extension* (not in optax): dtypes of the two moments.
+      eps_before_debias: *extension* (not in optax). ``False`` (optax, default):
+        :math:`\sqrt{\hat v_k + \epsilon_{root}} + \epsilon`; ``True`` (torch):
+        :math:`\sqrt{1-\beta_2^k}^{-1} (\sqrt{v_k + (1-\beta_2^k)\epsilon_{root}} + \epsilon)`,
+        i.e. ``eps`` is added before the second moment's bias correction.
+      strict_threshold: *extension* (not in optax). ``False`` (optax, default): rectify where
+        :math:`\rho_k \ge` ``threshold``; ``True`` (torch): where :math:`\rho_k >`
+        ``threshold``.
 
     Reference: Liu et al., 2020, https://arxiv.org/abs/1908.03265
 
     Example::
 
         >>> tx = otx.chain(otx.scale_by_radam(), otx.scale_by_learning_rate(1e-3))
+        >>> # torch.optim.RAdam(params, lr=1e-3)'s step:
+        >>> tx = otx.chain(
+        ...     otx.scale_by_radam(eps_before_debias=True, strict_threshold=True),
+        ...     otx.scale_by_learning_rate(1e-3),
+        ... )
     """
     _check_moments(b1, b2, eps, eps_root)
     V.check_finite("threshold", threshold)
@@ -328,15 +352,21 @@ def scale_by_radam(
         k = count_inc.to(torch.float64)
         b2t = (b2.to(k) if isinstance(b2, torch.Tensor) else b2) ** k
         ro = ro_inf - 2 * k * b2t / (1 - b2t)
-        rectify = ro >= threshold
+        rectify = ro > threshold if strict_threshold else ro >= threshold
         # sqrt of a negative number where the branch is not taken: keep it out of the graph
         # (a NaN there would poison gradients through torch.where).
         r2 = (ro - 4.0) * (ro - 2.0) * ro_inf / ((ro_inf - 4.0) * (ro_inf - 2.0) * ro)
         r = torch.sqrt(torch.where(rectify, r2, torch.ones_like(r2)))
         mu_hat = _mu_hat(mu, updates, b1, count_inc, nesterov)
-        adaptive = tree.div_sqrt(
-            mu_hat, nu, eps, eps_root, x_scale=r, y_scale=tree.debias_factor(b2, count_inc)
-        )
+        if eps_before_debias:
+            bc2 = 1 - b2t
+            zero_root = not isinstance(eps_root, torch.Tensor) and eps_root == 0
+            root = 0.0 if zero_root else eps_root * bc2
+            adaptive = tree.div_sqrt(mu_hat, nu, eps, root, x_scale=r * torch.sqrt(bc2))
+        else:
+            adaptive = tree.div_sqrt(
+                mu_hat, nu, eps, eps_root, x_scale=r, y_scale=tree.debias_factor(b2, count_inc)
+            )
         updates = tree.where(rectify, adaptive, tree.cast_like(mu_hat, adaptive))
         mu = tree.cast_like(mu, state.mu)
         nu = tree.cast_like(nu, state.nu)
@@ -364,6 +394,10 @@ def scale_by_adadelta(rho: Num = 0.9, eps: Num = 1e-6) -> GradientTransformation
         E[g^2]_k = \rho E[g^2]_{k-1} + (1-\rho) g_k^2,\quad
         u_k = \frac{\sqrt{E[\Delta x^2]_{k-1} + \epsilon}}{\sqrt{E[g^2]_k + \epsilon}}\, g_k,\quad
         E[\Delta x^2]_k = \rho E[\Delta x^2]_{k-1} + (1-\rho) u_k^2
+
+    This is ``torch.optim.Adadelta``'s step before the learning rate (torch's ``square_avg`` and
+    ``acc_delta`` are ``e_g`` and ``e_x``; torch's per-parameter ``step``, which the step does not
+    use, is :func:`~optax_torch.count_steps` in a chain).
 
     Args:
       rho: decay rate of both running averages (default 0.9).
