@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -40,10 +41,21 @@ def scale_by_sign() -> GradientTransformation:
 
 
 class ScaleByRpropState(NamedTuple):
-    """State of :func:`scale_by_rprop`: per-element step sizes and the last (signed) step."""
+    """State of :func:`scale_by_rprop`: per-element step sizes and the last (signed) step, or
+    the last gradient with ``prev_gradients=True``."""
 
     step_sizes: Updates
     prev_updates: Updates
+
+
+def _real(x: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as a real one with a trailing dimension of 2 (a view)."""
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def _back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Undoes :func:`_real` for a result computed on ``_real(like)``."""
+    return torch.view_as_complex(x) if like.is_complex() else x
 
 
 def scale_by_rprop(
@@ -52,6 +64,9 @@ def scale_by_rprop(
     eta_plus: Num = 1.2,
     min_step_size: Num = 1e-6,
     max_step_size: Num = 50.0,
+    *,
+    always_clip: bool = False,
+    prev_gradients: bool = False,
 ) -> GradientTransformation:
     r"""Rprop (iRprop⁻): per-element step sizes adapted to the sign agreement of the gradients.
 
@@ -69,7 +84,10 @@ def scale_by_rprop(
 
     with :math:`\eta_0` = ``learning_rate``; the step is skipped (and forgotten) where the sign
     flipped. :func:`optax_torch.rprop` negates :math:`u_k` for descent; it then steps like
-    ``torch.optim.Rprop`` (up to the clipping of an initial step size outside the bounds).
+    ``torch.optim.Rprop`` (up to the clipping of an initial step size outside the bounds, see
+    ``always_clip``). Complex leaves are treated as pairs of real numbers (real and imaginary
+    parts have their own step sizes, both starting at ``learning_rate``), as in
+    ``torch.optim.Rprop``.
 
     **Differs from optax 0.2.8**, whose update emits the *previous* step
     (``state.prev_updates``) instead of :math:`u_k`: its updates lag one step behind (zero at the
@@ -82,7 +100,19 @@ def scale_by_rprop(
         (default ``0.5``).
       eta_plus: the factor :math:`\eta^+` applied when the sign persists (default ``1.2``).
       min_step_size: the smallest step size :math:`\eta_{min}` (default ``1e-6``).
-      max_step_size: the largest step size :math:`\eta_{max}` (default ``50.0``).
+      max_step_size: the largest step size :math:`\eta_{max}` (default ``50.0``; may be
+        ``inf``).
+      always_clip: *extension* (not in optax). ``False`` (optax): a step size is clipped to
+        :math:`[\eta_{min}, \eta_{max}]` only when it changes (:math:`s_k \ne 0`). ``True``
+        (``torch.optim.Rprop``): clipped at every step, :math:`\eta_k = \operatorname{clip}
+        (\eta_{k-1}, \eta_{min}, \eta_{max})` where :math:`s_k = 0`, so an initial step size
+        outside the bounds is clipped at the first step (and the step sizes follow bounds
+        changed during training).
+      prev_gradients: *extension* (not in optax). ``False`` (optax): ``state.prev_updates`` holds
+        the last step :math:`u_k`. ``True`` (``torch.optim.Rprop``'s ``prev``): it holds the last
+        gradient, zeroed where the sign flipped, :math:`g_k [s_k \ge 0]`, and :math:`s_k = g_k
+        g_{k-1}[s_{k-1} \ge 0]`. Same signs, hence same steps, while the products do not
+        underflow to zero and the step sizes stay positive.
 
     References:
       Riedmiller & Braun, 1993, https://ieeexplore.ieee.org/document/298623;
@@ -91,37 +121,64 @@ def scale_by_rprop(
     Example::
 
         >>> tx = otx.chain(otx.scale_by_rprop(1e-2), otx.scale(-1.0))
+        >>> # torch.optim.Rprop's form and state:
+        >>> tx = otx.chain(otx.scale_by_rprop(1e-2, always_clip=True, prev_gradients=True),
+        ...                otx.scale(-1.0))
     """
     _validate.check_non_negative("learning_rate", learning_rate)
     _validate.check_positive("eta_minus", eta_minus)
     _validate.check_positive("eta_plus", eta_plus)
     _validate.check_non_negative("min_step_size", min_step_size)
-    _validate.check_non_negative("max_step_size", max_step_size)
+    if not (isinstance(max_step_size, float) and max_step_size == math.inf):
+        _validate.check_non_negative("max_step_size", max_step_size)
 
-    def new_step_size(g: torch.Tensor, prev: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        s = g * prev
-        grown = torch.where(s > 0, step * _like(eta_plus, step), step * _like(eta_minus, step))
-        lo = torch.as_tensor(min_step_size, dtype=step.dtype, device=step.device)
-        hi = torch.as_tensor(max_step_size, dtype=step.dtype, device=step.device)
-        clipped = torch.clamp(grown, min=lo, max=hi)
-        return torch.where(s == 0, step, clipped)
+    def step_leaf(
+        g: torch.Tensor, prev: torch.Tensor, step: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(new step size, update, new prev)`` of one leaf."""
+        gr, pr, sr = _real(g), _real(prev), _real(step)
+        s = gr * pr
+        grown = torch.where(s > 0, sr * _like(eta_plus, sr), sr * _like(eta_minus, sr))
+        lo = torch.as_tensor(min_step_size, dtype=sr.dtype, device=sr.device)
+        hi = torch.as_tensor(max_step_size, dtype=sr.dtype, device=sr.device)
+        if always_clip:
+            new_step = torch.clamp(torch.where(s == 0, sr, grown), min=lo, max=hi)
+        else:
+            new_step = torch.where(s == 0, sr, torch.clamp(grown, min=lo, max=hi))
+        flipped = s < 0
+        zero = torch.zeros_like(gr)
+        update = torch.where(flipped, zero, new_step * torch.sign(gr))
+        new_prev = torch.where(flipped, zero, gr) if prev_gradients else update
+        return _back(new_step, step), _back(update, g), _back(new_prev, prev)
 
-    def new_update(g: torch.Tensor, prev: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        return torch.where(g * prev < 0, torch.zeros_like(g), step * torch.sign(g))
+    def init_leaf(p: torch.Tensor) -> torch.Tensor:
+        # out of place (not an in-place fill): a learning rate batched by ``torch.func.vmap``
+        # then gives batched step sizes
+        zeros = _real(torch.zeros_like(p))
+        if isinstance(learning_rate, torch.Tensor):
+            return _back(zeros + _like(learning_rate, zeros), p)
+        return _back(torch.full_like(zeros, learning_rate), p)
 
     def init_fn(params):
-        if isinstance(learning_rate, torch.Tensor):
-            # out of place (not ``tree.full_like``'s in-place fill): a learning rate batched by
-            # ``torch.func.vmap`` then gives batched step sizes
-            step_sizes = tree.map(lambda p: torch.zeros_like(p) + _like(learning_rate, p), params)
-        else:
-            step_sizes = tree.full_like(params, learning_rate)
-        return ScaleByRpropState(step_sizes=step_sizes, prev_updates=tree.zeros_like(params))
+        return ScaleByRpropState(
+            step_sizes=tree.map(init_leaf, params), prev_updates=tree.zeros_like(params)
+        )
 
+    @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        step_sizes = tree.map(new_step_size, updates, state.prev_updates, state.step_sizes)
-        updates = tree.map(new_update, updates, state.prev_updates, step_sizes)
-        return updates, ScaleByRpropState(step_sizes=step_sizes, prev_updates=updates)
+        gs, spec = tree.flatten(updates)
+        prevs, prev_spec = tree.flatten(state.prev_updates)
+        steps, step_spec = tree.flatten(state.step_sizes)
+        if prev_spec != spec or step_spec != spec:
+            raise ValueError("scale_by_rprop: the updates do not match the state's structure")
+        out = [
+            (None, None, None) if g is None or p is None or s is None else step_leaf(g, p, s)
+            for g, p, s in zip(gs, prevs, steps)
+        ]
+        step_sizes = tree.unflatten(spec, [o[0] for o in out])
+        new_updates = tree.unflatten(spec, [o[1] for o in out])
+        prev = tree.unflatten(spec, [o[2] for o in out])
+        return new_updates, ScaleByRpropState(step_sizes=step_sizes, prev_updates=prev)
 
     return GradientTransformation(init_fn, update_fn)
