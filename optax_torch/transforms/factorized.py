@@ -9,6 +9,7 @@ still traces with ``torch.compile(fullgraph=True)``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,11 +20,15 @@ from optax_torch import numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = [
+    "FactoredRmsTorchState",
     "FactoredState",
     "ScaleByNovogradState",
+    "ScaleByRelativeStepSizeState",
     "ScaleBySM3State",
     "scale_by_factored_rms",
+    "scale_by_factored_rms_torch",
     "scale_by_novograd",
+    "scale_by_relative_step_size",
     "scale_by_sm3",
 ]
 
@@ -192,6 +197,175 @@ def scale_by_factored_rms(
         return tree.unflatten(spec, [o[0] for o in outs]), new_state
 
     return GradientTransformation(init_fn, donation_safe(update_fn))
+
+
+# --------------------------------------------------------------------------------------------
+# torch.optim.Adafactor's factored RMS, relative step size
+# --------------------------------------------------------------------------------------------
+
+
+class FactoredRmsTorchState(NamedTuple):
+    """State of :func:`scale_by_factored_rms_torch` (``torch.optim.Adafactor``'s layout).
+
+    A parameter with at least 2 dims has ``row_var`` (its shape with the last axis 1) and
+    ``col_var`` (its shape with the second-to-last axis 1) and ``variance`` ``None``; the others
+    have ``variance`` (their shape) and ``row_var`` / ``col_var`` ``None``.
+    """
+
+    count: torch.Tensor  # 0-d int32: number of update steps
+    row_var: Updates
+    col_var: Updates
+    variance: Updates
+
+
+def scale_by_factored_rms_torch(
+    beta2_decay: Num = -0.8,
+    eps: Num | None = None,
+) -> GradientTransformation:
+    r"""Scales updates by ``torch.optim.Adafactor``'s factored estimate of the RMS gradient.
+
+    With :math:`k` the 1-based step and :math:`w_k = k^{\tau}` (:math:`\tau` = ``beta2_decay``,
+    i.e. :math:`\hat\beta_{2,k} = 1 - k^{\tau}`), for a parameter with at least 2 dims, factored
+    over its **last two** axes (rows :math:`m`, columns :math:`n`, any leading axes batched):
+
+    .. math::
+        R_k = \mathrm{lerp}(R_{k-1}, \mathrm{mean}_n g^2, w_k),\quad
+        C_k = \mathrm{lerp}(C_{k-1}, \mathrm{mean}_m g^2, w_k),\quad
+        \hat V_k = \frac{R_k C_k}{\max(\mathrm{mean}_m R_k,\ \epsilon_1)}
+
+    otherwise :math:`\hat V_k = V_k = \mathrm{lerp}(V_{k-1}, g^2, w_k)`; then
+    :math:`u_k = g / \sqrt{\max(\hat V_k, \epsilon_1^2)}`.
+
+    A sibling of :func:`scale_by_factored_rms` rather than options of it, because every part
+    differs from optax's: torch factors every tensor of rank >= 2 over its last two axes (optax:
+    over its two largest axes, when both have ``min_dim_size_to_factor`` entries), keeps the row
+    and column statistics with ``keepdim`` shapes and no placeholders (optax: reduced shapes and
+    ``(1,)`` placeholders), and uses ``eps`` as a floor of the row mean and of the variance
+    estimate instead of adding it to :math:`g^2`. Runs leaf by leaf.
+
+    Args:
+      beta2_decay: the exponent :math:`\tau \le 0` of the decay schedule, default ``-0.8``
+        (optax's ``decay_rate=0.8``).
+      eps: :math:`\epsilon_1`, default ``None``: ``torch.finfo(dtype).eps`` of each parameter.
+
+    Reference: Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235; ``torch.optim.Adafactor``.
+
+    Example::
+
+        >>> from optax_torch.transforms.factorized import scale_by_factored_rms_torch
+        >>> tx = otx.chain(scale_by_factored_rms_torch(), otx.clip_by_block_rms(1.0),
+        ...                otx.scale_by_param_block_rms(1e-3), otx.scale(-1e-2))
+    """
+    V.check_in_range("beta2_decay", beta2_decay, -math.inf, 0.0)
+    if eps is not None:
+        V.check_non_negative("eps", eps)
+
+    def init_fn(params):
+        _reject_complex(params)
+
+        def one(p):
+            if p is None:
+                return None, None, None
+            if p.dim() > 1:
+                return (
+                    p.new_zeros((*p.shape[:-1], 1)),
+                    p.new_zeros((*p.shape[:-2], 1, p.shape[-1])),
+                    None,
+                )
+            return None, None, torch.zeros_like(p)
+
+        flat, spec = tree.flatten(params)
+        outs = [one(p) for p in flat]
+        return FactoredRmsTorchState(
+            count=numerics.zero_count(),
+            row_var=tree.unflatten(spec, [o[0] for o in outs]),
+            col_var=tree.unflatten(spec, [o[1] for o in outs]),
+            variance=tree.unflatten(spec, [o[2] for o in outs]),
+        )
+
+    def update_one(g, row, col, var, w):
+        eps1 = torch.finfo(g.dtype).eps if eps is None else eps
+        w = w.to(g.dtype)
+        if g.dim() > 1:
+            # (g * g).mean(-1) as torch computes it: the squared norm over the axis, divided.
+            row_mean = torch.linalg.vector_norm(g, dim=-1, keepdim=True).square() / g.size(-1)
+            col_mean = torch.linalg.vector_norm(g, dim=-2, keepdim=True).square() / g.size(-2)
+            row = torch.lerp(row, row_mean, w)
+            col = torch.lerp(col, col_mean, w)
+            est = (row @ col) / row.mean(dim=-2, keepdim=True).clamp(min=eps1)
+        else:
+            var = torch.lerp(var, g * g, w)
+            est = var
+        return est.clamp(min=eps1 * eps1).rsqrt() * g, row, col, var
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        count_inc = numerics.safe_increment(state.count)
+        tau = (
+            beta2_decay.to(torch.float64) if isinstance(beta2_decay, torch.Tensor) else beta2_decay
+        )
+        w = count_inc.to(torch.float64) ** tau  # 1 - beta2_k
+        flat_g, spec = tree.flatten(updates)
+        rows = tree.flatten(state.row_var)[0]
+        cols = tree.flatten(state.col_var)[0]
+        vs = tree.flatten(state.variance)[0]
+        outs = [
+            (None, r, c, v) if g is None else update_one(g, r, c, v, w)
+            for g, r, c, v in zip(flat_g, rows, cols, vs)
+        ]
+        new_state = FactoredRmsTorchState(
+            count=count_inc,
+            row_var=tree.unflatten(spec, [o[1] for o in outs]),
+            col_var=tree.unflatten(spec, [o[2] for o in outs]),
+            variance=tree.unflatten(spec, [o[3] for o in outs]),
+        )
+        return tree.unflatten(spec, [o[0] for o in outs]), new_state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByRelativeStepSizeState(NamedTuple):
+    """State of :func:`scale_by_relative_step_size`."""
+
+    count: torch.Tensor  # 0-d int32: number of update steps
+
+
+def scale_by_relative_step_size(max_step_size: Num = 1e-2) -> GradientTransformation:
+    r"""Scales updates by Adafactor's relative step size :math:`\rho_k = \min(\rho_{max},
+    1/\sqrt{k})` (:math:`k` the 1-based step).
+
+    Adafactor's decaying step size (Shazeer & Stern use :math:`\rho_{max} = 10^{-2}`;
+    ``torch.optim.Adafactor`` uses its ``lr``). Combined with :func:`scale_by_param_block_rms`
+    it gives the relative step :math:`\alpha_k = \max(\epsilon_2, \mathrm{RMS}(p))\,\rho_k`.
+    The factor is computed in float64 and applied in each update's dtype.
+
+    Args:
+      max_step_size: :math:`\rho_{max}` (a number or 0-d tensor), default ``1e-2``.
+
+    Reference: Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235
+
+    Example::
+
+        >>> from optax_torch.transforms.factorized import scale_by_relative_step_size
+        >>> tx = otx.chain(otx.scale_by_factored_rms(), scale_by_relative_step_size(1e-2),
+        ...                otx.scale(-1.0))
+    """
+    V.check_non_negative("max_step_size", max_step_size)
+
+    def init_fn(params):
+        del params
+        return ScaleByRelativeStepSizeState(count=numerics.zero_count())
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        del params
+        count_inc = numerics.safe_increment(state.count)
+        rho_max = torch.as_tensor(max_step_size, dtype=torch.float64)
+        rho = torch.minimum(rho_max, 1.0 / count_inc.to(torch.float64).sqrt())
+        return tree.scale(rho, updates), ScaleByRelativeStepSizeState(count=count_inc)
+
+    return GradientTransformation(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------------------------
