@@ -181,9 +181,14 @@ class ScaleByNadamState(NamedTuple):
     """State of :func:`scale_by_nadam`."""
 
     count: torch.Tensor
-    mu_product: torch.Tensor  # 0-d float64: prod_{i<=k} mu_i
+    mu_product: torch.Tensor  # 0-d (float64 by default): prod_{i<=k} mu_i
     mu: Updates
     nu: Updates
+
+
+def _torch_scalar_dtype() -> torch.dtype:
+    """The dtype ``torch.optim`` keeps its scalar state in (``step``, NAdam's ``mu_product``)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def scale_by_nadam(
@@ -191,19 +196,41 @@ def scale_by_nadam(
     b2: Num = 0.999,
     eps: Num = 1e-8,
     momentum_decay: Num = 4e-3,
+    *,
+    mu_product_dtype: torch.dtype | None = torch.float64,
 ) -> GradientTransformation:
     r"""NAdam with Dozat's momentum schedule, the form of ``torch.optim.NAdam``.
 
     .. math::
         \mu_k = \beta_1 (1 - \tfrac12 \cdot 0.96^{k\psi}),\quad
-        u_k = \frac{(1-\mu_k)\, g_k}{1 - \prod_{i\le k}\mu_i}\,/\,d_k
-            + \frac{\mu_{k+1} m_k}{1 - \prod_{i\le k+1}\mu_i}\,/\,d_k,\quad
+        m_k = \beta_1 m_{k-1} + (1-\beta_1) g_k,\quad
+        v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2,\\
+        u_k = \frac{1-\mu_k}{1 - \prod_{i\le k}\mu_i}\,\frac{g_k}{d_k}
+            + \frac{\mu_{k+1}}{1 - \prod_{i\le k+1}\mu_i}\,\frac{m_k}{d_k},\quad
         d_k = \sqrt{v_k / (1-\beta_2^k)} + \epsilon
 
-    with ``m, v`` Adam's raw moments and :math:`\psi` = ``momentum_decay``. :func:`scale_by_adam`
-    with ``nesterov=True`` is the simpler variant optax calls NAdam.
+    with :math:`k` the 1-based step and :math:`\psi` = ``momentum_decay``. The running product
+    :math:`\prod_{i\le k}\mu_i` is kept in the state (``mu_product``, torch's name).
+    :func:`scale_by_adam` with ``nesterov=True`` is the simpler variant optax calls NAdam (no
+    momentum schedule); with ``momentum_decay=0`` this one has a constant
+    :math:`\mu_k = \beta_1/2`.
 
-    Reference: Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+    Args:
+      b1, b2: decay rates of the first and second moments.
+      eps: added to the denominator outside the square root.
+      momentum_decay: :math:`\psi \ge 0`, the speed of the momentum schedule (``4e-3``).
+      mu_product_dtype: dtype of the 0-d ``mu_product`` state, ``torch.float64`` by default.
+        ``None``: the dtype ``torch.optim.NAdam`` uses, chosen at ``init`` (``float64`` if the
+        default dtype is ``float64``, else ``float32``); the coefficients are computed in
+        float64 from its value either way, as torch does.
+
+    Reference: Dozat, 2016, "Incorporating Nesterov Momentum into Adam",
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+
+    Example::
+
+        >>> tx = otx.chain(otx.scale_by_nadam(), otx.scale_by_learning_rate(2e-3))
+        >>> state = tx.init(params)   # state[0].mu_product == 1
     """
 
     _validate.check_decay("b1", b1)
@@ -212,9 +239,10 @@ def scale_by_nadam(
     _validate.check_non_negative("momentum_decay", momentum_decay)
 
     def init_fn(params):
+        dtype = mu_product_dtype or _torch_scalar_dtype()
         return ScaleByNadamState(
             count=numerics.zero_count(),
-            mu_product=torch.ones((), dtype=torch.float64),
+            mu_product=torch.ones((), dtype=dtype),
             mu=tree.zeros_like(params),
             nu=tree.zeros_like(params),
         )
@@ -226,11 +254,13 @@ def scale_by_nadam(
         k = count_inc.to(torch.float64)
         mu_k = b1 * (1.0 - 0.5 * 0.96 ** (k * momentum_decay))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((k + 1) * momentum_decay))
-        mu_product = state.mu_product * mu_k
+        # In the state's dtype, like torch's in-place ``mu_product *= mu``.
+        mu_product = state.mu_product * mu_k.to(state.mu_product.dtype)
+        prod = mu_product.to(torch.float64)
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-        grad_coef = (1.0 - mu_k) / (1.0 - mu_product)
-        mom_coef = mu_next / (1.0 - mu_product * mu_next)
+        grad_coef = (1.0 - mu_k) / (1.0 - prod)
+        mom_coef = mu_next / (1.0 - prod * mu_next)
         numer = tree.add_scale(tree.scale(grad_coef, updates), mom_coef, mu)
         out = tree.div_sqrt(numer, nu, eps, y_scale=tree.debias_factor(b2, count_inc))
         return out, ScaleByNadamState(count=count_inc, mu_product=mu_product, mu=mu, nu=nu)

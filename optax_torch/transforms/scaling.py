@@ -19,6 +19,7 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleState",
     "scale",
+    "scale_by_inverse_time_decay",
     "scale_by_learning_rate",
     "scale_by_schedule",
 ]
@@ -90,3 +91,38 @@ def scale_by_learning_rate(
         lr_fn = learning_rate
         return scale_by_schedule(lambda count: m * lr_fn(count))
     return scale(m * learning_rate)
+
+
+def scale_by_inverse_time_decay(decay_rate: float | torch.Tensor) -> GradientTransformation:
+    r"""Scales updates by an inverse-time decay of the step count.
+
+    .. math::
+        u_k \leftarrow \frac{u_k}{1 + \eta\,(k - 1)}
+
+    with :math:`k` the 1-based step and :math:`\eta` = ``decay_rate``: the first update is left
+    unchanged. This is ``torch.optim.Adagrad``'s ``lr_decay`` (``clr = lr / (1 + (step - 1) *
+    lr_decay)``). It is :func:`scale_by_schedule` with the schedule ``count -> 1 / (1 +
+    decay_rate * count)``, so its state is a :class:`ScaleByScheduleState` whose ``count`` is the
+    number of updates taken (torch's ``step``).
+
+    Args:
+      decay_rate: :math:`\eta \ge 0` (``0``: no decay).
+
+    Reference: the ``lr_decay`` of ``torch.optim.Adagrad`` (Duchi et al., 2011,
+    https://jmlr.org/papers/v12/duchi11a.html, with a decaying step size).
+
+    Example::
+
+        >>> tx = otx.chain(
+        ...     otx.scale_by_rss(0.0, 1e-10, eps_in_sqrt=False),
+        ...     scale_by_inverse_time_decay(0.01),
+        ...     otx.scale_by_learning_rate(1e-2),
+        ... )
+    """
+    _validate.check_non_negative("decay_rate", decay_rate)
+
+    def inverse_time_decay(count: torch.Tensor) -> torch.Tensor:
+        d = decay_rate.to(torch.float64) if isinstance(decay_rate, torch.Tensor) else decay_rate
+        return 1 / (1 + count.to(torch.float64) * d)
+
+    return scale_by_schedule(inverse_time_decay)

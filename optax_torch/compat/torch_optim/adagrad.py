@@ -1,0 +1,138 @@
+"""``torch.optim.Adagrad`` on optax_torch (see :mod:`optax_torch.compat.torch_optim`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from optax_torch.base import GradientTransformation, identity
+from optax_torch.combine import chain
+from optax_torch.compat.torch_optim._common import (
+    TorchOptimDropIn,
+    check_differentiable,
+    check_fused_foreach,
+    is_nonzero,
+)
+from optax_torch.transforms import (
+    add_decayed_weights,
+    scale,
+    scale_by_learning_rate,
+    scale_by_rss,
+)
+from optax_torch.transforms.scaling import scale_by_inverse_time_decay
+
+__all__ = ["Adagrad"]
+
+
+def _adagrad_tx(
+    lr,
+    lr_decay,
+    eps,
+    weight_decay,
+    initial_accumulator_value,
+    foreach=None,
+    maximize=False,
+    differentiable=False,
+    fused=None,
+) -> GradientTransformation:
+    """The chain of one ``Adagrad`` param group:
+    ``[maximize, L2 decay, rss (eps outside the root), lr_decay, -lr]``."""
+    del foreach, fused
+    check_differentiable(differentiable)
+    return chain(
+        scale(-1.0) if maximize else identity(),
+        add_decayed_weights(weight_decay) if is_nonzero(weight_decay) else identity(),
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
+        scale_by_inverse_time_decay(lr_decay),
+        scale_by_learning_rate(lr),
+    )
+
+
+class Adagrad(TorchOptimDropIn):
+    r"""``torch.optim.Adagrad`` on optax_torch.
+
+    Per param group, the chain ``scale(-1)`` (if ``maximize``) → ``add_decayed_weights
+    (weight_decay)`` (L2) → ``scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False)``
+    → ``scale_by_inverse_time_decay(lr_decay)`` → ``scale_by_learning_rate(lr)``, i.e. torch's
+
+    .. math::
+        g \leftarrow \pm g + \lambda p,\quad s \leftarrow s + g^2,\quad
+        p \leftarrow p - \frac{\gamma}{1 + (t-1)\,\eta}\, \frac{g}{\sqrt{s} + \epsilon}
+
+    with :math:`s_0` = ``initial_accumulator_value``, :math:`t` the parameter's step and
+    :math:`\eta` = ``lr_decay``.
+
+    Args:
+      params: parameters or param groups (torch's format).
+      lr: learning rate (float or 0-d tensor), default ``1e-2``.
+      lr_decay: learning-rate decay :math:`\eta`, default ``0``.
+      weight_decay: L2 penalty, default ``0``.
+      initial_accumulator_value: initial value of the sum of squares, default ``0``.
+      eps: added to the denominator (outside the square root), default ``1e-10``.
+      foreach, fused: accepted and ignored (see the module docstring), default ``None``.
+      maximize: maximize the objective, default ``False``.
+      differentiable: must be ``False`` (``NotImplementedError`` otherwise).
+
+    Example::
+
+        >>> opt = Adagrad(model.parameters(), lr=0.1, lr_decay=1e-3)
+        >>> loss.backward(); opt.step(); opt.zero_grad()
+
+    State per parameter: ``step`` (the parameter's number of steps) and ``sum``, as in torch.
+    Deviations: torch allocates this state for every parameter at construction, here it is
+    allocated at a parameter's first gradient (with the same values: step 0, ``sum`` =
+    ``initial_accumulator_value`` of the parameter's group); sparse gradients are not supported;
+    with ``eps=0`` an entry whose sum is still 0 gets a zero update (torch: NaN).
+    """
+
+    _state_key_map: ClassVar[dict[str, str]] = {
+        "2.sum_of_squares": "sum",
+        "3.count": "step",
+    }
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not lr_decay >= 0.0:
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not initial_accumulator_value >= 0.0:
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
+            )
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if fused and differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        check_fused_foreach(fused, foreach)
+        check_differentiable(differentiable)
+        super().__init__(
+            params,
+            _adagrad_tx,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+        )
