@@ -21,7 +21,15 @@ from optax_torch.base import (
 )
 from optax_torch.combine import chain, partition
 
-__all__ = ["MuonDimensionNumbers", "MuonState", "muon", "scale_by_muon"]
+__all__ = [
+    "MuonDimensionNumbers",
+    "MuonMomentumState",
+    "MuonState",
+    "muon",
+    "orthogonalize_via_newton_schulz",
+    "scale_by_muon",
+    "scale_by_shape",
+]
 
 Num = float | torch.Tensor
 
@@ -55,6 +63,13 @@ class MuonState(NamedTuple):
     count: torch.Tensor  # 0-d int32
     mu: Updates
     ns_coeffs: torch.Tensor  # (3,) or (n, 3) float64
+
+
+class MuonMomentumState(NamedTuple):
+    """State of :func:`scale_by_muon` with ``bias_correction=False`` (``torch.optim.Muon``'s:
+    the momentum only)."""
+
+    mu: Updates
 
 
 WeightDimNumOrFn = MuonDimensionNumbers | Params | Callable[[Params], Params | None]
@@ -143,6 +158,43 @@ def _ns_step(x: torch.Tensor, c: torch.Tensor, first: str) -> torch.Tensor:
     return c[0] * x + b @ x
 
 
+def _normalize(m: torch.Tensor, preconditioning: str, eps: Num, eps_floor: bool) -> torch.Tensor:
+    """``m`` divided by its Frobenius or spectral norm (per matrix of the stack) plus ``eps``, or
+    by ``max(norm, eps)`` with ``eps_floor``; other preconditionings: ``m`` unchanged."""
+    if preconditioning == "frobenius":
+        n = torch.linalg.matrix_norm(m)[..., None, None] if m.ndim > 2 else m.norm()
+    elif preconditioning == "spectral":
+        low = m.dtype in (torch.bfloat16, torch.float16)  # no low-precision SVD
+        n = torch.linalg.matrix_norm(m.float() if low else m, ord=2)[..., None, None].to(m.dtype)
+    else:
+        return m
+    return m / (n.clamp(min=eps) if eps_floor else n + eps)
+
+
+def _ns_fused(
+    m: torch.Tensor,
+    rows: list[list[float]],
+    preconditioning: str,
+    eps: Num,
+    eps_floor: bool,
+) -> torch.Tensor:
+    """Newton-Schulz on one matrix (already in the iteration dtype), each step as two fused
+    ``addmm`` (``torch.optim.Muon``'s operations, in its order)."""
+    transposed = m.shape[0] > m.shape[1]
+    if transposed:
+        m = m.T
+    m = _normalize(m, preconditioning, eps, eps_floor)
+    first = preconditioning if preconditioning in ("aol", "schatten") else "none"
+    for i, (a, b, c) in enumerate(rows):
+        if i == 0 and first != "none":
+            m = _ns_step(m, torch.tensor([a, b, c], dtype=m.dtype, device=m.device), first)
+            continue
+        gram = m @ m.mH
+        gram_update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        m = torch.addmm(m, gram_update, m, beta=a)
+    return m.T if transposed else m
+
+
 def _orthogonalize(
     x: torch.Tensor,
     ns_coeffs: torch.Tensor,
@@ -150,17 +202,25 @@ def _orthogonalize(
     preconditioning: str,
     eps: Num,
     dim_nums: MuonDimensionNumbers,
+    ns_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    eps_floor: bool = False,
 ) -> torch.Tensor:
     """Newton-Schulz orthogonalization of each matrix slice of ``x`` (see :func:`scale_by_muon`)."""
     to_3d, from_3d = _reshape_fns(x, dim_nums)
     m = to_3d(x)
+    if ns_dtype is not None:
+        m = m.to(ns_dtype)
+    if fused:
+        coeffs = ns_coeffs.tolist()
+        rows = [coeffs] * ns_steps if ns_coeffs.ndim == 1 else coeffs
+        out = [_ns_fused(s, rows, preconditioning, eps, eps_floor) for s in m.unbind(0)]
+        m = out[0][None] if len(out) == 1 else torch.stack(out)
+        return from_3d(m).to(x.dtype)
     transposed = m.shape[1] > m.shape[2]
     if transposed:
         m = m.mT
-    if preconditioning == "frobenius":
-        m = m / (torch.linalg.matrix_norm(m)[:, None, None] + eps)
-    elif preconditioning == "spectral":
-        m = m / (torch.linalg.matrix_norm(m, ord=2)[:, None, None] + eps)
+    m = _normalize(m, preconditioning, eps, eps_floor)
     coeffs = ns_coeffs.to(m.dtype)
     first = preconditioning if preconditioning in ("aol", "schatten") else "none"
     rows = [coeffs] * ns_steps if coeffs.ndim == 1 else list(coeffs.unbind(0))
@@ -168,7 +228,62 @@ def _orthogonalize(
         m = _ns_step(m, c, first if i == 0 else "none")
     if transposed:
         m = m.mT
-    return from_3d(m)
+    return from_3d(m).to(x.dtype)
+
+
+def orthogonalize_via_newton_schulz(
+    x: torch.Tensor,
+    ns_coeffs: Any = _DEFAULT_NS_COEFFS,
+    ns_steps: int = 5,
+    preconditioning: str = "frobenius",
+    eps: Num = 1e-8,
+    dimension_numbers: MuonDimensionNumbers | None = None,
+    *,
+    ns_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    eps_floor: bool = False,
+) -> torch.Tensor:
+    r"""Orthogonalizes ``x`` (each matrix slice) by Newton-Schulz iterations.
+
+    :math:`X_0 = x / (\|x\| + \epsilon)` (Frobenius norm; see ``preconditioning``), then
+    :math:`X_{i+1} = a X_i + (b A_i + c A_i^2) X_i` with :math:`A_i = X_i X_i^H`, on the matrix or
+    its transpose, whichever has fewer rows: :math:`X_n pprox U V^T` for :math:`x = U S V^T`
+    (with the default quintic coefficients the singular values land in about ``[0.7, 1.2]``).
+    The function used by :func:`scale_by_muon`.
+
+    Args:
+      x: a matrix, or a tensor whose matrices ``dimension_numbers`` names.
+      ns_coeffs: :math:`(a, b, c)`, or one triple per step (shape ``(n, 3)``).
+      ns_steps: number of iterations (with per-step coefficients: ignored, must be ``>= n``).
+      preconditioning: ``"frobenius"`` (default), ``"spectral"``, ``"aol"`` or ``"schatten"``.
+      eps: added to the norm (or its floor, with ``eps_floor``), default ``1e-8``.
+      dimension_numbers: the reduction and output axes (default: a 2-d matrix, axes 0 and 1).
+      ns_dtype: dtype of the iterations (``x`` is cast before the normalization, the result cast
+        back to ``x``'s dtype); ``torch.optim.Muon`` uses ``torch.bfloat16``. Default ``None``:
+        ``x``'s dtype.
+      fused: each step as two fused multiply-adds, :math:`A_i' = b A_i + c A_i A_i` and
+        :math:`X_{i+1} = a X_i + A_i' X_i` (``torch.addmm``, one matrix at a time, one rounding
+        per product in low precision: ``torch.optim.Muon``'s operations in its order). Default
+        ``False``: optax's order.
+      eps_floor: divide by :math:`\max(\|x\|, \epsilon)` (``torch.optim.Muon``) instead of
+        :math:`\|x\| + \epsilon`. Default ``False``.
+
+    Example::
+
+        >>> o = orthogonalize_via_newton_schulz(torch.randn(4, 6))
+        >>> torch.linalg.svdvals(o)  # all near 1
+    """
+    if isinstance(ns_steps, torch.Tensor):
+        ns_steps = int(ns_steps)
+    _validate.check_non_negative("ns_steps", ns_steps)
+    _validate.check_non_negative("eps", eps)
+    if preconditioning not in _PRECONDITIONINGS:
+        raise ValueError(f"Unknown preconditioning {preconditioning!r}")
+    coeffs = _check_ns(ns_coeffs, ns_steps)
+    dims = MuonDimensionNumbers() if dimension_numbers is None else dimension_numbers
+    return _orthogonalize(
+        x, coeffs, ns_steps, preconditioning, eps, dims, ns_dtype, fused, eps_floor
+    )
 
 
 def _check_ns(ns_coeffs: Any, ns_steps: int) -> torch.Tensor:
@@ -193,6 +308,10 @@ def scale_by_muon(
     adaptive: bool = False,
     preconditioning: str = "frobenius",
     weight_dimension_numbers: WeightDimNumOrFn | None = None,
+    bias_correction: bool = True,
+    ns_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    eps_floor: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Muon: momentum orthogonalized by Newton-Schulz iterations.
 
@@ -222,6 +341,18 @@ def scale_by_muon(
         (a prefix of the params), or a function ``params -> tree``. ``None``: every leaf is a 2-d
         matrix (optax documents this but fails on a tree with more than one leaf; ours applies
         ``MuonDimensionNumbers()`` to every leaf).
+      bias_correction: debias the momentum (optax, default ``True``). ``False``:
+        ``torch.optim.Muon``'s (and Keller Jordan's) momentum, :math:`m_k = \mathrm{lerp}(m_{k-1},
+        g_k, 1-\beta)`, :math:`\hat m_k = \mathrm{lerp}(g_k, m_k, \beta)` with nesterov (else
+        :math:`m_k`), no step count: the state is a :class:`MuonMomentumState` (the momentum
+        only; the coefficients stay in the transform), and ``beta`` may be any number ``>= 0``.
+      ns_dtype, fused, eps_floor: torch's Newton-Schulz iteration, see
+        :func:`orthogonalize_via_newton_schulz`; ``torch.optim.Muon`` is ``ns_dtype=
+        torch.bfloat16, fused=True, eps_floor=True`` (default ``None, False, False``: optax's).
+
+    ``torch.optim.Muon``'s scaling is ``scale_by_muon(beta=momentum, eps=eps, bias_correction=
+    False, ns_dtype=torch.bfloat16, fused=True, eps_floor=True)`` followed by
+    :func:`scale_by_shape` (its ``adjust_lr_fn``).
 
     Reference: Jordan, 2024, https://github.com/KellerJordan/modded-nanogpt; Bernstein &
     Newhouse, 2024, https://arxiv.org/abs/2409.20325
@@ -240,6 +371,10 @@ def scale_by_muon(
         adaptive,
         preconditioning,
         _specs_fn(weight_dimension_numbers),
+        bias_correction,
+        ns_dtype,
+        fused,
+        eps_floor,
     )
 
 
@@ -253,27 +388,67 @@ def _scale_by_muon(
     adaptive: bool,
     preconditioning: str,
     specs_fn: SpecsFn,
+    bias_correction: bool = True,
+    ns_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    eps_floor: bool = False,
 ) -> GradientTransformation:
     if isinstance(ns_steps, torch.Tensor):  # e.g. from inject_hyperparams: a loop count
         ns_steps = int(ns_steps)
-    _validate.check_positive_int("ns_steps", ns_steps)
-    _validate.check_decay("beta", beta)
+    if bias_correction:
+        _validate.check_positive_int("ns_steps", ns_steps)
+        _validate.check_decay("beta", beta)
+    else:  # torch.optim.Muon's ranges
+        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 0:
+            raise ValueError(f"ns_steps must be an integer >= 0, got ns_steps={ns_steps!r}")
+        _validate.check_non_negative("beta", beta)
     _validate.check_non_negative("eps", eps)
     if preconditioning not in _PRECONDITIONINGS:
         raise ValueError(f"Unknown preconditioning {preconditioning!r}")
     coeffs0 = _check_ns(ns_coeffs, ns_steps)
 
     def init_fn(params):
+        if not bias_correction:
+            return MuonMomentumState(mu=tree.zeros_like(params, dtype=mu_dtype))
         return MuonState(
             count=numerics.zero_count(),
             mu=tree.zeros_like(params, dtype=mu_dtype),
             ns_coeffs=coeffs0.clone(),
         )
 
+    def orthogonalize(mu_hat, specs, ns_coeffs):
+        leaves, spec = tree.flatten(mu_hat)
+        out = [
+            None
+            if x is None or d is None
+            else _orthogonalize(
+                x, ns_coeffs, ns_steps, preconditioning, eps, d, ns_dtype, fused, eps_floor
+            )
+            for x, d in zip(leaves, specs)
+        ]
+        new_updates = tree.unflatten(spec, out)
+        if adaptive:
+            new_updates = tree.map(lambda m, u: (m.conj() * u).sum() * u, mu_hat, new_updates)
+        return new_updates
+
     def update_fn(updates, state, params=None):
         del params
         specs = specs_fn(updates)
         mu = tree.update_moment(updates, state.mu, beta, 1)
+        if not bias_correction:
+            if nesterov:
+                w = beta
+
+                def lerp(g, m):
+                    return torch.lerp(
+                        g, m.to(g.dtype), w.to(g) if isinstance(w, torch.Tensor) else w
+                    )
+
+                mu_hat = tree.map(lerp, updates, mu)
+            else:
+                mu_hat = mu
+            new_updates = orthogonalize(mu_hat, specs, coeffs0)
+            return new_updates, MuonMomentumState(mu=tree.cast(mu, mu_dtype))
         count_inc = numerics.safe_increment(state.count)
         if nesterov:
             mu_hat = tree.add_scale(
@@ -285,16 +460,7 @@ def _scale_by_muon(
             )
         else:
             mu_hat = tree.bias_correction(mu, beta, count_inc)
-        leaves, spec = tree.flatten(mu_hat)
-        out = [
-            None
-            if x is None or d is None
-            else _orthogonalize(x, state.ns_coeffs, ns_steps, preconditioning, eps, d)
-            for x, d in zip(leaves, specs)
-        ]
-        new_updates = tree.unflatten(spec, out)
-        if adaptive:
-            new_updates = tree.map(lambda m, u: (m.conj() * u).sum() * u, mu_hat, new_updates)
+        new_updates = orthogonalize(mu_hat, specs, state.ns_coeffs)
         return new_updates, MuonState(
             count=count_inc, mu=tree.cast(mu, mu_dtype), ns_coeffs=state.ns_coeffs
         )
@@ -322,6 +488,39 @@ def _scale_by_shape(specs_fn: SpecsFn, consistent_rms: Num | None) -> GradientTr
         return tree.unflatten(spec, out), state
 
     return GradientTransformation(init_empty_state, update_fn)
+
+
+def scale_by_shape(
+    weight_dimension_numbers: WeightDimNumOrFn | None = None,
+    consistent_rms: Num | None = None,
+) -> GradientTransformation:
+    r"""Scales each matrix update by a factor of its shape (Muon's learning-rate adjustment).
+
+    With :math:`f_{in}` / :math:`f_{out}` the sizes of the reduction / output axes:
+    :math:`u \leftarrow \sqrt{\max(1, f_{out}/f_{in})}\,u` (width transfer, Keller Jordan's), or,
+    with ``consistent_rms`` :math:`r`, :math:`u \leftarrow r\sqrt{\max(f_{in}, f_{out})}\,u`
+    (Liu et al.'s, matching AdamW's update RMS for :math:`r = 0.2`). Stateless.
+
+    ``torch.optim.Muon``'s ``adjust_lr_fn`` on a torch ``(out, in)`` weight: ``"original"`` (or
+    ``None``) is ``scale_by_shape(MuonDimensionNumbers(reduction_axis=1, output_axis=0))``,
+    ``"match_rms_adamw"`` is ``scale_by_shape(consistent_rms=0.2)``.
+
+    Args:
+      weight_dimension_numbers: a :class:`MuonDimensionNumbers` for every leaf, a tree of them
+        (``None`` leaves are left unscaled), or a function ``updates -> tree``. Default ``None``:
+        every leaf is a matrix with reduction axis 0 and output axis 1 (optax's ``(in, out)``).
+      consistent_rms: :math:`r`, default ``None`` (width transfer).
+
+    Reference: Jordan, 2024, https://kellerjordan.github.io/posts/muon/; Liu et al., 2025,
+    https://arxiv.org/abs/2502.16982
+
+    Example::
+
+        >>> tx = otx.chain(otx.contrib.scale_by_muon(), otx.contrib.scale_by_shape(),
+        ...                otx.scale_by_learning_rate(0.02))
+    """
+    _validate.check_positive("consistent_rms", consistent_rms)
+    return _scale_by_shape(_specs_fn(weight_dimension_numbers), consistent_rms)
 
 
 def muon(
