@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -41,6 +42,11 @@ def reduce_on_plateau(
     cooldown: Num = 0,
     accumulation_size: Num = 1,
     min_scale: Num = 0.0,
+    *,
+    mode: str = "min",
+    threshold: float | None = None,
+    threshold_mode: str = "rel",
+    eps: Num = 0.0,
 ) -> GradientTransformationExtraArgs:
     r"""Scales the updates down when a monitored value (a loss) stops improving.
 
@@ -48,11 +54,27 @@ def reduce_on_plateau(
     ``accumulation_size`` calls; then the average :math:`\bar v` counts as an improvement if
 
     .. math::
-        \bar v < (1 - \text{rtol})\, v_{best} - \text{atol},
+        \bar v < (1 - \text{rtol})\, v_{best} - \text{atol}
+        \quad (\text{or, with } \texttt{mode="max"}:
+        \bar v > (1 + \text{rtol})\, v_{best} + \text{atol}),
 
     and after ``patience`` averages without improvement the scale is multiplied by ``factor``
-    (not below ``min_scale``), after which ``cooldown`` averages pass without counting. The
-    updates are multiplied by the current scale. Traceable (no branching on values).
+    (not below ``min_scale``; a decrease of at most ``eps`` is skipped), after which ``cooldown``
+    averages pass without counting. The updates are multiplied by the current scale. Traceable
+    (no branching on values).
+
+    **torch's** ``ReduceLROnPlateau``: with ``lr`` the group's learning rate when the scheduler
+    starts, ``ReduceLROnPlateau(opt, mode, factor, patience=p, threshold, threshold_mode,
+    cooldown, min_lr, eps)`` sets the learning rates ``lr * scale`` of::
+
+        reduce_on_plateau(factor, patience=p + 1, cooldown=cooldown, min_scale=min_lr / lr,
+                          mode=mode, threshold=threshold, threshold_mode=threshold_mode,
+                          eps=eps / lr)
+
+    fed the same values (torch reduces once ``patience`` is *exceeded*; here once it is
+    reached, optax's convention). Values are compared in the params' highest dtype (torch: Python
+    doubles). One difference remains: with ``min_scale`` above the current scale, the scale is
+    raised to ``min_scale`` (optax), where torch leaves a learning rate below ``min_lr`` alone.
 
     Args:
       factor: factor by which the scale is reduced, in (0, 1), default 0.1.
@@ -63,25 +85,61 @@ def reduce_on_plateau(
       accumulation_size: number of values averaged before the logic is applied, default 1
         (use more when the value is a minibatch loss).
       min_scale: the scale is not reduced below this, default 0.
+      mode: ``"min"`` (default: the value should decrease) or ``"max"`` (should increase; the
+        best value starts at :math:`-\infty`). torch's ``mode``.
+      threshold: torch's form of the tolerance, default ``None`` (use ``rtol`` and ``atol``,
+        which must then keep their defaults when ``threshold`` is given): ``threshold_mode="rel"``
+        means ``rtol=threshold, atol=0``, ``"abs"`` means ``rtol=0, atol=threshold``;
+        ``threshold=0`` (any strict improvement) is allowed.
+      threshold_mode: ``"rel"`` (default) or ``"abs"``, see ``threshold``.
+      eps: a reduction that would lower the scale by ``eps`` or less is skipped (the patience and
+        cooldown counters still reset), default 0. torch's ``eps`` divided by the learning rate.
 
     Example::
 
         >>> tx = otx.chain(otx.adam(1e-3), otx.contrib.reduce_on_plateau(patience=5))
         >>> updates, state = tx.update(grads, state, params, value=loss)
+        >>> # torch's ReduceLROnPlateau(opt, "max", patience=2, threshold=0.01,
+        >>> #                           threshold_mode="abs") on accuracy:
+        >>> tx = otx.chain(otx.adam(1e-3), otx.contrib.reduce_on_plateau(
+        ...     patience=3, mode="max", threshold=0.01, threshold_mode="abs"))
     """
     _validate.check_in_range("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
-    _validate.check_non_negative("rtol", rtol)
-    _validate.check_non_negative("atol", atol)
-    if not isinstance(rtol + atol, torch.Tensor) and rtol == 0.0 and atol == 0.0:
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got mode={mode!r}")
+    if threshold_mode not in ("rel", "abs"):
         raise ValueError(
-            f"At least one of rtol or atol must be positive, got rtol={rtol} and atol={atol}."
+            f"threshold_mode must be 'rel' or 'abs', got threshold_mode={threshold_mode!r}"
         )
-    _validate.check_in_range("rtol", rtol, 0.0, 1.0)
+    if threshold is not None:
+        if (
+            isinstance(rtol, torch.Tensor)
+            or isinstance(atol, torch.Tensor)
+            or rtol != 1e-4
+            or atol != 0.0
+        ):
+            raise ValueError(
+                f"Give either threshold (torch's form, got threshold={threshold}) or rtol and "
+                f"atol (got rtol={rtol}, atol={atol}), not both."
+            )
+        _validate.check_non_negative("threshold", threshold)
+        rtol, atol = (threshold, 0.0) if threshold_mode == "rel" else (0.0, threshold)
+    else:
+        _validate.check_non_negative("rtol", rtol)
+        _validate.check_non_negative("atol", atol)
+        if not isinstance(rtol + atol, torch.Tensor) and rtol == 0.0 and atol == 0.0:
+            raise ValueError(
+                f"At least one of rtol or atol must be positive, got rtol={rtol} and atol={atol}."
+            )
+        _validate.check_in_range("rtol", rtol, 0.0, 1.0)
     _validate.check_non_negative("patience", patience)
     _validate.check_non_negative("cooldown", cooldown)
     if not isinstance(accumulation_size, torch.Tensor):
         _validate.check_positive_int("accumulation_size", accumulation_size)
     _validate.check_non_negative("min_scale", min_scale)
+    _validate.check_non_negative("eps", eps)
+    maximize = mode == "max"
+    skips_small = isinstance(eps, torch.Tensor) or eps != 0.0
 
     def init_fn(params):
         lowest = _tree_dtype(params, "lowest")
@@ -89,7 +147,7 @@ def reduce_on_plateau(
         zero = numerics.zero_count()
         return ReduceLROnPlateauState(
             scale=torch.ones((), dtype=lowest),
-            best_value=torch.full((), float("inf"), dtype=highest),
+            best_value=torch.full((), -math.inf if maximize else math.inf, dtype=highest),
             plateau_count=zero,
             cooldown_count=zero.clone(),
             count=zero.clone(),
@@ -98,7 +156,10 @@ def reduce_on_plateau(
 
     def update_scale(state: ReduceLROnPlateauState) -> ReduceLROnPlateauState:
         avg = state.avg_value
-        improved = avg < (1 - rtol) * state.best_value - atol
+        if maximize:
+            improved = avg > (1 + rtol) * state.best_value + atol
+        else:
+            improved = avg < (1 - rtol) * state.best_value - atol
         best = torch.where(improved, avg.to(state.best_value.dtype), state.best_value)
         zero = torch.zeros_like(state.plateau_count)
         plateau = torch.where(improved, zero, numerics.safe_increment(state.plateau_count))
@@ -107,6 +168,9 @@ def reduce_on_plateau(
         scale = torch.maximum(
             torch.where(reduce, state.scale * factor, state.scale), _as(min_scale, state.scale)
         )
+        if skips_small:  # torch's eps: a decrease of at most eps is not applied
+            small = (scale < state.scale) & (state.scale - scale <= _as(eps, state.scale))
+            scale = torch.where(reduce & small, state.scale, scale)
         cooldown_next = torch.where(reduce, _as(cooldown, zero), zero)
         return ReduceLROnPlateauState(
             scale=torch.where(in_cooldown, state.scale, scale),

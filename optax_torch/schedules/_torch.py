@@ -526,10 +526,10 @@ def one_cycle_schedule(
 
     Examples:
       >>> from optax_torch.schedules import one_cycle_schedule
-      >>> sched = one_cycle_schedule(1.0, total_steps=11, pct_start=0.5, anneal_strategy="linear",
+      >>> sched = one_cycle_schedule(1.0, total_steps=10, pct_start=0.5, anneal_strategy="linear",
       ...                            div_factor=10.0, final_div_factor=1.0)
-      >>> [round(sched(t).item(), 4) for t in (0, 2, 4, 5, 10)]
-      [0.1, 0.4818, 0.8636, 1.0, 0.1]
+      >>> [round(sched(t).item(), 4) for t in (0, 2, 4, 6, 9)]
+      [0.1, 0.55, 1.0, 0.64, 0.1]
     """
     total, phases = _one_cycle_phases(
         total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, three_phase
@@ -569,8 +569,8 @@ def one_cycle_momentum_schedule(
 
     Examples:
       >>> from optax_torch.schedules import one_cycle_momentum_schedule
-      >>> sched = one_cycle_momentum_schedule(total_steps=11, pct_start=0.5)
-      >>> [round(sched(t).item(), 4) for t in (0, 4, 10)]
+      >>> sched = one_cycle_momentum_schedule(total_steps=10, pct_start=0.5)
+      >>> [round(sched(t).item(), 4) for t in (0, 4, 9)]
       [0.95, 0.85, 0.95]
     """
     total, phases = _one_cycle_phases(
