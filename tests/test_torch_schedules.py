@@ -13,7 +13,9 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as L
 from torch.optim.swa_utils import SWALR
+from torch_optim_ref import train_pair
 
+import optax_torch as otx
 from optax_torch import schedules as S
 
 N = 60
@@ -383,3 +385,77 @@ def test_validation(ours, theirs, match):
     if theirs is not None:
         with pytest.raises(ValueError):
             theirs()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure schedules drive functional optimizers like torch's schedulers drive torch's
+# ---------------------------------------------------------------------------------------------
+
+
+class _NoScheduler:
+    def step(self) -> None:
+        pass
+
+
+def _sgd_tx(lr_sched, momentum_sched):
+    return otx.inject_hyperparams(otx.sgd)(learning_rate=lr_sched, momentum=momentum_sched)
+
+
+def _adam_tx(lr_sched, b1_sched):
+    return otx.inject_hyperparams(otx.adam)(learning_rate=lr_sched, b1=b1_sched)
+
+
+STEPS = 25
+# name -> (torch optimizer, its kwargs, torch scheduler, our transform)
+DRIVE_CASES: dict[str, tuple[Any, dict, Callable[[Any], Any], Any]] = {
+    "one_cycle_sgd_momentum": (
+        torch.optim.SGD,
+        {"lr": 0.1, "momentum": 0.9},
+        lambda o: L.OneCycleLR(o, 0.2, total_steps=STEPS, three_phase=True),
+        _sgd_tx(
+            S.one_cycle_schedule(0.2, total_steps=STEPS, three_phase=True),
+            S.one_cycle_momentum_schedule(total_steps=STEPS, three_phase=True),
+        ),
+    ),
+    "cyclic_adam_beta1": (
+        torch.optim.Adam,
+        {"lr": 0.1},
+        lambda o: L.CyclicLR(o, 0.001, 0.02, step_size_up=4, mode="triangular2"),
+        _adam_tx(
+            S.cyclic_schedule(0.001, 0.02, step_size_up=4, mode="triangular2"),
+            S.cyclic_momentum_schedule(step_size_up=4, mode="triangular2"),
+        ),
+    ),
+    "warm_restarts_adamw": (
+        torch.optim.AdamW,
+        {"lr": 0.01, "weight_decay": 0.1},
+        lambda o: L.CosineAnnealingWarmRestarts(o, 3, T_mult=2, eta_min=0.001),
+        otx.adamw(S.cosine_annealing_warm_restarts_schedule(0.01, 3, 2, 0.001), weight_decay=0.1),
+    ),
+    "multistep_sgd": (
+        torch.optim.SGD,
+        {"lr": 0.1},
+        lambda o: L.MultiStepLR(o, [4, 9, 9], 0.5),
+        otx.sgd(S.multistep_schedule(0.1, [4, 9, 9], 0.5)),
+    ),
+    "cosine_sgd_nesterov": (
+        torch.optim.SGD,
+        {"lr": 0.1, "momentum": 0.8, "nesterov": True},
+        lambda o: L.CosineAnnealingLR(o, 7),
+        otx.sgd(S.cosine_annealing_schedule(0.1, 7), momentum=0.8, nesterov=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DRIVE_CASES))
+def test_schedules_drive_functional_optimizers_like_torch(name):
+    ref_cls, kwargs, make, tx = DRIVE_CASES[name]
+    train_pair(
+        lambda params, **kw: otx.TorchOptimizer(params, tx),
+        ref_cls,
+        kwargs,
+        steps=STEPS,
+        skip=False,
+        param_groups=False,
+        scheduler=lambda o: _NoScheduler() if isinstance(o, otx.TorchOptimizer) else make(o),
+    )
