@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -61,7 +61,8 @@ class Adagrad(TorchOptimDropIn):
         p \leftarrow p - \frac{\gamma}{1 + (t-1)\,\eta}\, \frac{g}{\sqrt{s} + \epsilon}
 
     with :math:`s_0` = ``initial_accumulator_value``, :math:`t` the parameter's step and
-    :math:`\eta` = ``lr_decay``.
+    :math:`\eta` = ``lr_decay``. As in torch, every sum starts at the constructor's
+    ``initial_accumulator_value``, even in a param group that sets another.
 
     Args:
       params: parameters or param groups (torch's format).
@@ -82,7 +83,7 @@ class Adagrad(TorchOptimDropIn):
     State per parameter: ``step`` (the parameter's number of steps) and ``sum``, as in torch.
     Deviations: torch allocates this state for every parameter at construction, here it is
     allocated at a parameter's first gradient (with the same values: step 0, ``sum`` =
-    ``initial_accumulator_value`` of the parameter's group); sparse gradients are not supported;
+    ``initial_accumulator_value``); sparse gradients are not supported;
     with ``eps=0`` an entry whose sum is still 0 gets a zero update (torch: NaN).
     """
 
@@ -90,6 +91,13 @@ class Adagrad(TorchOptimDropIn):
         "2.sum_of_squares": "sum",
         "3.count": "step",
     }
+
+    def _group_hyperparams(self, group: dict[str, Any]) -> dict[str, Any]:
+        # Like torch.optim.Adagrad: every sum starts at the constructor's (the defaults')
+        # initial_accumulator_value, whatever a param group says.
+        hp = super()._group_hyperparams(group)
+        hp["initial_accumulator_value"] = self.defaults["initial_accumulator_value"]
+        return hp
 
     def __init__(
         self,
