@@ -8,44 +8,45 @@ the step count of an optax_torch optimizer state. ``init_value`` plays the part 
 ``base_lr`` (the group's ``lr`` when the scheduler was created).
 
 torch evaluates most schedulers *recursively* (each ``step()`` multiplies the current ``lr`` by
-a factor); the functions here use the closed forms. Both agree to a few ulps per step (about
-``1e-14`` relative after hundreds of steps in float64), except where the recursion divides by a
-tiny number (``CosineAnnealingLR`` just before ``T_max`` when ``T_max`` is in the thousands:
-about ``1e-11`` relative there).
+a factor); the functions here use the closed forms, which agree with the recursions to rounding
+(in float64, below ``1e-13`` relative over hundreds of steps, e.g. ``CosineAnnealingLR`` over
+three periods of 1000 steps). torch computes ``CosineAnnealingWarmRestarts``, ``CyclicLR``,
+``OneCycleLR`` in closed form too, with the same operations as here.
 
-============================== ===============================================================
-``torch.optim.lr_scheduler``   optax_torch schedule
-============================== ===============================================================
-``LambdaLR(f)``                ``lambda t: init_value * f(t)`` (any traceable ``f``)
-``MultiplicativeLR(f)``        no closed form in general (the running product of ``f``)
-``StepLR``                     :func:`step_schedule` (also ``exponential_decay(init_value,
-                               step_size, gamma, staircase=True)``)
-``MultiStepLR``                :func:`multistep_schedule` (repeated milestones count twice)
-``ConstantLR(factor, T)``      ``piecewise_constant_schedule(init_value * factor,
-                               {T: 1 / factor})`` (torch's own arithmetic, bit for bit)
-``LinearLR(s, e, T)``          ``linear_schedule(init_value * s, init_value * e, T)``
-``ExponentialLR(gamma)``       ``exponential_decay(init_value, 1, gamma)``
-``PolynomialLR(T, power)``     ``polynomial_schedule(init_value, 0.0, power, T)``
-``CosineAnnealingLR``          :func:`cosine_annealing_schedule`; optax's
-                               ``cosine_decay_schedule(init_value, T_max,
-                               alpha=eta_min / init_value)`` is the same up to ``T_max`` but
-                               then stays at ``eta_min``, where torch's cosine goes back up
-``CosineAnnealingWarmRestarts`` :func:`cosine_annealing_warm_restarts_schedule` (optax's
-                               ``sgdr_schedule`` needs every cycle listed)
-``CyclicLR``                   :func:`cyclic_schedule`, momentum: :func:`cyclic_momentum_schedule`
-``OneCycleLR``                 :func:`one_cycle_schedule`, momentum:
-                               :func:`one_cycle_momentum_schedule` (optax's
-                               ``cosine_onecycle_schedule`` / ``linear_onecycle_schedule`` place
-                               the phases differently: ``pct_start * T`` instead of torch's
-                               ``pct_start * T - 1``, and have no ``three_phase``)
-``SequentialLR``               ``join_schedules`` of the schedules above
-``ChainedScheduler``           the product of multiplicative schedules, e.g.
-                               ``lambda t: s1(t) * s2(t) / init_value``
-``ReduceLROnPlateau``          not a schedule (it reads a metric): the transform
-                               :func:`optax_torch.contrib.reduce_on_plateau` (``mode``,
-                               ``threshold``, ``threshold_mode``, ``eps`` extensions)
-``swa_utils.SWALR``            :func:`swa_schedule`
-============================== ===============================================================
+================================ ===============================================================
+``torch.optim.lr_scheduler``     optax_torch schedule
+================================ ===============================================================
+``LambdaLR(f)``                  ``lambda t: init_value * f(t)`` (any traceable ``f``)
+``MultiplicativeLR(f)``          no closed form in general (the running product of ``f``)
+``StepLR``                       :func:`step_schedule` (also ``exponential_decay(init_value,
+                                 step_size, gamma, staircase=True)``)
+``MultiStepLR``                  :func:`multistep_schedule` (repeated milestones count twice)
+``ConstantLR(factor, T)``        ``piecewise_constant_schedule(init_value * factor, {T: 1 /
+                                 factor})`` (torch's own arithmetic, bit for bit)
+``LinearLR(s, e, T)``            ``linear_schedule(init_value * s, init_value * e, T)``
+``ExponentialLR(gamma)``         ``exponential_decay(init_value, 1, gamma)``
+``PolynomialLR(T, power)``       ``polynomial_schedule(init_value, 0.0, power, T)``
+``CosineAnnealingLR``            :func:`cosine_annealing_schedule`; optax's
+                                 ``cosine_decay_schedule(init_value, T_max, alpha=eta_min /
+                                 init_value)`` is the same up to ``T_max`` but then stays at
+                                 ``eta_min``, where torch's cosine goes back up
+``CosineAnnealingWarmRestarts``  :func:`cosine_annealing_warm_restarts_schedule` (optax's
+                                 ``sgdr_schedule`` needs every cycle listed)
+``CyclicLR``                     :func:`cyclic_schedule`, momentum:
+                                 :func:`cyclic_momentum_schedule`
+``OneCycleLR``                   :func:`one_cycle_schedule`, momentum:
+                                 :func:`one_cycle_momentum_schedule` (optax's
+                                 ``cosine_onecycle_schedule`` / ``linear_onecycle_schedule``
+                                 place the phases differently: ``pct_start * T`` instead of
+                                 torch's ``pct_start * T - 1``, and have no ``three_phase``)
+``SequentialLR``                 ``join_schedules`` of the schedules above
+``ChainedScheduler``             the product of multiplicative schedules, e.g. ``lambda t: s1(t)
+                                 * s2(t) / init_value``
+``ReduceLROnPlateau``            not a schedule (it reads a metric): the transform
+                                 :func:`optax_torch.contrib.reduce_on_plateau` (``mode``,
+                                 ``threshold``, ``threshold_mode``, ``eps`` extensions)
+``swa_utils.SWALR``              :func:`swa_schedule`
+================================ ===============================================================
 
 Hyperparameters are validated when the schedule is built (``ValueError`` naming the argument,
 where torch raises at the scheduler's construction).
