@@ -340,6 +340,23 @@ def test_sparse_adam_matches_torch_f32(opt):
     check_state_like_torch(ref, ours, atol=tol(torch.float32))
 
 
+def test_sparse_adam_fully_sparse_uncoalesced_grads_match_torch():
+    """Gradients sparse in every dimension, with duplicate indices (coalesced by the step)."""
+    gen = torch.Generator().manual_seed(5)
+    init = torch.randn(5, 4, dtype=torch.float64, generator=gen)
+    a, b = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    ref, ours = torch.optim.SparseAdam([a], lr=0.1), C.SparseAdam([b], lr=0.1)
+    for _ in range(STEPS):
+        idx = torch.randint(0, 4, (2, 6), generator=gen)
+        vals = torch.randn(6, dtype=torch.float64, generator=gen)
+        g = torch.sparse_coo_tensor(idx, vals, (5, 4), check_invariants=True)
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+    check_state_like_torch(ref, ours)
+
+
 def test_sparse_adam_state_and_updates_in_place():
     """The moments are updated in place (the adapter donates them) and only at the indices."""
     net = make_emb()
