@@ -329,7 +329,8 @@ def scale_by_muon(
     Args:
       ns_coeffs: Newton-Schulz coefficients :math:`(a, b, c)`, or one triple per step
         (shape ``(n, 3)``, then ``ns_steps`` is ignored but must be ``>= n``).
-      ns_steps: number of Newton-Schulz iterations, default 5.
+      ns_steps: number of Newton-Schulz iterations (>= 1; >= 0 with ``bias_correction=False``),
+        default 5.
       beta: momentum decay rate, default 0.95.
       eps: added to the norm in the preconditioning, default 1e-8.
       mu_dtype: dtype of the momentum.

@@ -88,7 +88,9 @@ class Adafactor(TorchOptimDropIn):
     State per parameter, as in torch: ``step``; ``row_var`` (shape with the last axis 1) and
     ``col_var`` (shape with the second-to-last axis 1) for parameters of rank >= 2,
     ``variance`` for the others. torch.optim.Adafactor has no ``fused``, ``capturable`` or
-    ``differentiable`` arguments.
+    ``differentiable`` arguments. Deviation: with ``eps1=None`` each parameter gets its own
+    dtype's epsilon (torch uses the first parameter's for the whole group: they differ only in
+    groups that mix dtypes).
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {

@@ -106,8 +106,12 @@ class Muon(TorchOptimDropIn):
 
     State per parameter, as in torch: ``momentum_buffer`` (no step count). torch.optim.Muon has
     no ``foreach``, ``fused``, ``capturable``, ``differentiable`` or ``maximize`` arguments.
-    Deviation: the errors torch raises at the first step for ``ns_steps >= 100`` or coefficients
-    that are not a triple are raised at construction (same type and message).
+    Deviations: the errors torch raises at the first step for ``ns_steps >= 100`` or coefficients
+    that are not a triple are raised at construction (same type and message); ``eps < 0`` raises
+    ``ValueError`` (torch does not check it). In float32 the parameter update rounds differently
+    (torch multiplies by ``1 - lr * weight_decay`` then adds, the adapter adds one update), which
+    can flip a bfloat16 rounding of the Newton-Schulz input: runs then differ by about
+    ``lr * 1e-2`` (float64 runs match torch to 1e-15).
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {"0.mu": "momentum_buffer"}
