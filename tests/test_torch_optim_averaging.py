@@ -87,7 +87,6 @@ ASGD_CASES = {
         {"lr": torch.tensor(0.05), "t0": 3, "lambd": 0.01, "foreach": True},
         {},
     ),
-    "flags": ({"lr": 0.05, "t0": 5, "capturable": False, "foreach": False}, {}),
 }
 
 
@@ -120,6 +119,21 @@ def test_asgd_default_dtype_float64():
         assert ours.state[p]["eta"].dtype == torch.float64
     finally:
         torch.set_default_dtype(old)
+
+
+def test_asgd_complex():
+    torch.manual_seed(0)
+    p0 = torch.randn(4, dtype=torch.complex128)
+    a, b = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    kw = {"lr": 0.05, "t0": 2, "lambd": 0.1, "weight_decay": 0.1, "foreach": False}
+    ref, ours = torch.optim.ASGD([a], **kw), ASGD([b], **kw)
+    for t in range(8):
+        for p, opt in ((a, ref), (b, ours)):
+            opt.zero_grad()
+            (p - t).abs().square().sum().backward()
+            opt.step()
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+        check_state_like_torch(ref, ours)
 
 
 def test_asgd_scheduler_delay_closure_one_group():
@@ -220,10 +234,15 @@ def test_polyak_average_is_mean_of_iterates():
     tx = chain(scale_by_asgd(0.1, lambd=0.0), polyak_average(t0=-1, mu_dtype=torch.float64))
     state = tx.init(params)
     assert isinstance(state[1], PolyakAverageState)
+    assert state[1].mu.dtype == torch.float64 and int(state[1].count) == 0
     iterates = []
     for k in range(6):
         grads = [torch.full_like(p, float(k + 1)) for p in params]
-        updates, state = tx.update(grads, state, params)
+        before = [x.clone() for x in [*params, *state[1].ax]]
+        updates, state_new = tx.update(grads, state, params)
+        for x, y in zip([*params, *state[1].ax], before):
+            assert torch.equal(x, y)  # inputs and old state untouched
+        state = state_new
         params = [p + u for p, u in zip(params, updates)]
         iterates.append(params)
     for j, ax in enumerate(state[1].ax):

@@ -129,11 +129,9 @@ def scale_by_asgd(
 
     def init_fn(params):
         del params
-        lr = (
-            learning_rate.detach().squeeze()
-            if isinstance(learning_rate, torch.Tensor)
-            else (learning_rate)
-        )
+        lr = learning_rate
+        if isinstance(lr, torch.Tensor):
+            lr = lr.detach().squeeze()
         eta = torch.as_tensor(lr, dtype=_scalar_dtype(eta_dtype)).clone()
         return ScaleByAsgdState(count=numerics.zero_count(), eta=eta)
 
