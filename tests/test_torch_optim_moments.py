@@ -339,3 +339,29 @@ def test_scale_by_nadam_math_and_mu_product_dtype():
         assert st.mu_product.dtype == expected
     with pytest.raises(ValueError, match="momentum_decay"):
         scale_by_nadam(momentum_decay=-1.0)
+
+
+def _embedding_run(cls, weight_decay=0.0):
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(10, 3, sparse=True).double()
+    head = torch.nn.Linear(3, 1).double()
+    params = list(emb.parameters()) + list(head.parameters())
+    opt = cls(params, lr=0.1, lr_decay=0.01, weight_decay=weight_decay)
+    for t in range(6):
+        opt.zero_grad()
+        idx = torch.tensor([t % 4, (t * 3) % 10, 1])
+        head(emb(idx)).square().sum().backward()
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+def test_adagrad_sparse_gradients_like_torch():
+    ours_cls, ref_cls = pair("Adagrad")
+    (p, ref), (q, ours) = _embedding_run(ref_cls), _embedding_run(ours_cls)
+    for a, b in zip(p, q):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+    check_state_like_torch(ref, ours)
+    for cls in pair("Adagrad"):
+        with pytest.raises(RuntimeError, match="weight_decay option is not compatible"):
+            _embedding_run(cls, weight_decay=0.1)

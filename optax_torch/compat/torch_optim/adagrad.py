@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from optax_torch.base import GradientTransformation, identity
+from optax_torch.base import GradientTransformation, identity, stateless
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import (
     TorchOptimDropIn,
@@ -25,6 +25,22 @@ from optax_torch.transforms.scaling import scale_by_inverse_time_decay
 __all__ = ["Adagrad"]
 
 
+def _sparse_as_dense(weight_decay) -> GradientTransformation:
+    """Sparse gradients (e.g. of ``nn.Embedding(sparse=True)``) made dense, rejected with a
+    weight decay as torch does. Adagrad's dense step on them is torch's sparse step: entries
+    without a gradient add 0 to their sum and get a zero update."""
+
+    def densify(updates, params):
+        del params
+        if any(g is not None and g.is_sparse for g in updates):
+            if is_nonzero(weight_decay):
+                raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+            return [g.to_dense() if g is not None and g.is_sparse else g for g in updates]
+        return updates
+
+    return stateless(densify)
+
+
 def _adagrad_tx(
     lr,
     lr_decay,
@@ -37,10 +53,11 @@ def _adagrad_tx(
     fused=None,
 ) -> GradientTransformation:
     """The chain of one ``Adagrad`` param group:
-    ``[maximize, L2 decay, rss (eps outside the root), lr_decay, -lr]``."""
+    ``[sparse as dense, maximize, L2 decay, rss (eps outside the root), lr_decay, -lr]``."""
     del foreach, fused
     check_differentiable(differentiable)
     return chain(
+        _sparse_as_dense(weight_decay),
         scale(-1.0) if maximize else identity(),
         add_decayed_weights(weight_decay) if is_nonzero(weight_decay) else identity(),
         scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
@@ -52,9 +69,10 @@ def _adagrad_tx(
 class Adagrad(TorchOptimDropIn):
     r"""``torch.optim.Adagrad`` on optax_torch.
 
-    Per param group, the chain ``scale(-1)`` (if ``maximize``) → ``add_decayed_weights
-    (weight_decay)`` (L2) → ``scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False)``
-    → ``scale_by_inverse_time_decay(lr_decay)`` → ``scale_by_learning_rate(lr)``, i.e. torch's
+    Per param group, the chain (sparse gradients made dense) → ``scale(-1)`` (if ``maximize``)
+    → ``add_decayed_weights(weight_decay)`` (L2) → ``scale_by_rss(initial_accumulator_value,
+    eps, eps_in_sqrt=False)`` → ``scale_by_inverse_time_decay(lr_decay)`` →
+    ``scale_by_learning_rate(lr)``, i.e. torch's
 
     .. math::
         g \leftarrow \pm g + \lambda p,\quad s \leftarrow s + g^2,\quad
@@ -62,7 +80,10 @@ class Adagrad(TorchOptimDropIn):
 
     with :math:`s_0` = ``initial_accumulator_value``, :math:`t` the parameter's step and
     :math:`\eta` = ``lr_decay``. As in torch, every sum starts at the constructor's
-    ``initial_accumulator_value``, even in a param group that sets another.
+    ``initial_accumulator_value``, even in a param group that sets another. Sparse gradients
+    (``nn.Embedding(sparse=True)``) are accepted, as in torch, and made dense: the same step
+    (entries without a gradient add 0 to their sum and do not move), at the cost of a dense
+    gradient; with a ``weight_decay`` they raise torch's ``RuntimeError``.
 
     Args:
       params: parameters or param groups (torch's format).
@@ -81,15 +102,17 @@ class Adagrad(TorchOptimDropIn):
         >>> loss.backward(); opt.step(); opt.zero_grad()
 
     State per parameter: ``step`` (the parameter's number of steps) and ``sum``, as in torch.
-    Deviations: torch allocates this state for every parameter at construction, here it is
-    allocated at a parameter's first gradient (with the same values: step 0, ``sum`` =
-    ``initial_accumulator_value``); sparse gradients are not supported;
-    with ``eps=0`` an entry whose sum is still 0 gets a zero update (torch: NaN).
+    Deviations: torch allocates this state (step 0, ``sum`` = ``initial_accumulator_value``)
+    for every parameter at construction; here a parameter's state appears at its first gradient,
+    with the values torch's has then, so ``opt.state`` and ``state_dict()`` lack the entries of
+    parameters that never had a gradient (loading either way works). With ``eps=0``, an entry
+    whose sum is still 0 gets a zero update (torch: NaN).
     """
 
+    _accepts_sparse_grads: ClassVar[bool] = True
     _state_key_map: ClassVar[dict[str, str]] = {
-        "2.sum_of_squares": "sum",
-        "3.count": "step",
+        "3.sum_of_squares": "sum",
+        "4.count": "step",
     }
 
     def _group_hyperparams(self, group: dict[str, Any]) -> dict[str, Any]:
