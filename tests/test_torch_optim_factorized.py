@@ -196,6 +196,7 @@ def test_relative_step_size():
             updates[0], torch.full((3,), min(0.3, 1 / math.sqrt(k)), dtype=torch.float64)
         )
     assert int(state.count) == 15
+    assert torch.equal(params[0], torch.ones(3, dtype=torch.float64))  # not mutated
     with pytest.raises(ValueError, match="max_step_size"):
         scale_by_relative_step_size(-0.1)
 
