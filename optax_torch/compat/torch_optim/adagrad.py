@@ -106,7 +106,8 @@ class Adagrad(TorchOptimDropIn):
     for every parameter at construction; here a parameter's state appears at its first gradient,
     with the values torch's has then, so ``opt.state`` and ``state_dict()`` lack the entries of
     parameters that never had a gradient (loading either way works). With ``eps=0``, an entry
-    whose sum is still 0 gets a zero update (torch: NaN).
+    whose sum is still 0 gets a zero update (torch: NaN). With a tensor ``lr`` and ``lr_decay``,
+    torch computes ``lr / (1 + (step - 1) * lr_decay)`` in the tensor's dtype, here in float64.
     """
 
     _accepts_sparse_grads: ClassVar[bool] = True

@@ -85,6 +85,9 @@ class NAdam(TorchOptimDropIn):
 
     State per parameter: ``step``, ``mu_product`` (0-d, in torch's scalar dtype: ``float32``
     unless the default dtype is ``float64``), ``exp_avg`` and ``exp_avg_sq``, as in torch.
+    Deviation: with a tensor ``lr``, torch computes the step's coefficients (and ``1 - lr *
+    weight_decay``) in the tensor's dtype; here always in float64 (a float32 ``lr`` with float64
+    parameters differs from torch at float32 rounding, ~1e-8 relative).
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {
