@@ -258,7 +258,45 @@ def _transforms() -> dict[str, Entry]:
         "split_real_and_imaginary": built(
             lambda: otc.split_real_and_imaginary(otx.scale_by_adam())
         ),
+        # Transformations added for the torch.optim drop-ins.
+        "dampened_trace": tx("dampened_trace", 0.9, dampening=0.1),
+        "count_steps": tx("count_steps"),
+        "scale_by_inverse_time_decay": tx("scale_by_inverse_time_decay", 0.01),
+        "scale_by_asgd": tx("scale_by_asgd", 0.05),
+        "polyak_average": tx("polyak_average", 2.0),
+        "scale_by_factored_rms_torch": tx("scale_by_factored_rms_torch"),
+        "scale_by_relative_step_size": tx("scale_by_relative_step_size", 0.1),
+        # The chains of the torch.optim drop-ins, built from their default param group
+        # (LBFGS is closure-driven, SparseAdam takes sparse gradients, Muon 2-d parameters).
+        **{
+            f"torch_optim.{name}": built(lambda name=name, kw=kw: torch_optim_chain(name, **kw))
+            for name, kw in TORCH_OPTIM_CHAINS.items()
+        },
     }
+
+
+TORCH_OPTIM_CHAINS: dict[str, dict[str, Any]] = {
+    "SGD": dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    "Adam": dict(lr=0.1, amsgrad=True, weight_decay=0.01),
+    "AdamW": dict(lr=0.1),
+    "Adadelta": dict(weight_decay=0.01),
+    "Adafactor": dict(lr=0.1, weight_decay=0.01),
+    "Adagrad": dict(lr=0.1, lr_decay=0.01),
+    "Adamax": dict(lr=0.1),
+    "ASGD": dict(lr=0.05, t0=2.0),
+    "NAdam": dict(lr=0.1, decoupled_weight_decay=True, weight_decay=0.01),
+    "RAdam": dict(lr=0.1),
+    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
+    "Rprop": dict(lr=0.1),
+}
+
+
+def torch_optim_chain(name: str, **kwargs: Any) -> Any:
+    """The chain that the drop-in ``compat.torch_optim.<name>`` runs for a param group."""
+    from optax_torch.compat import torch_optim
+
+    opt = getattr(torch_optim, name)([torch.zeros(1, requires_grad=True)], **kwargs)
+    return opt._call_factory(opt._group_hyperparams(opt.param_groups[0]))
 
 
 def catalogue() -> dict[str, Entry]:

@@ -1,6 +1,7 @@
 """Gradient transformations, one family per module."""
 
 from optax_torch.transforms import adaptive as _adaptive
+from optax_torch.transforms import averaging as _averaging
 from optax_torch.transforms import clipping as _clipping
 from optax_torch.transforms import conditionality as _conditionality
 from optax_torch.transforms import constraints as _constraints
@@ -16,10 +17,13 @@ from optax_torch.transforms import noise as _noise
 from optax_torch.transforms import normalization as _normalization
 from optax_torch.transforms import scaling as _scaling
 from optax_torch.transforms import sign as _sign
+from optax_torch.transforms import sparse as _sparse
 from optax_torch.transforms import step_size as _step_size
+from optax_torch.transforms import torch_lbfgs as _torch_lbfgs
 from optax_torch.transforms import weight_decay as _weight_decay
 from optax_torch.transforms import zoom_linesearch as _zoom_linesearch
 from optax_torch.transforms.adaptive import *  # noqa: F403
+from optax_torch.transforms.averaging import *  # noqa: F403
 from optax_torch.transforms.clipping import *  # noqa: F403
 from optax_torch.transforms.conditionality import *  # noqa: F403
 from optax_torch.transforms.constraints import *  # noqa: F403
@@ -35,7 +39,9 @@ from optax_torch.transforms.noise import *  # noqa: F403
 from optax_torch.transforms.normalization import *  # noqa: F403
 from optax_torch.transforms.scaling import *  # noqa: F403
 from optax_torch.transforms.sign import *  # noqa: F403
+from optax_torch.transforms.sparse import *  # noqa: F403
 from optax_torch.transforms.step_size import *  # noqa: F403
+from optax_torch.transforms.torch_lbfgs import *  # noqa: F403
 from optax_torch.transforms.weight_decay import *  # noqa: F403
 from optax_torch.transforms.zoom_linesearch import *  # noqa: F403
 
@@ -46,6 +52,7 @@ __all__: list[str] = [
         name
         for module in (
             _adaptive,
+            _averaging,
             _clipping,
             _conditionality,
             _constraints,
@@ -61,7 +68,9 @@ __all__: list[str] = [
             _normalization,
             _scaling,
             _sign,
+            _sparse,
             _step_size,
+            _torch_lbfgs,
             _weight_decay,
             _zoom_linesearch,
         )

@@ -223,10 +223,9 @@ def polyak_average(
         if params is None:
             raise ValueError("polyak_average needs params: call update(updates, state, params)")
         new_params = tree.add(params, updates)
-        if bool(state.mu == 1):
-            ax = new_params
-        else:
-            ax = tree.add(state.ax, tree.scale(state.mu, tree.sub(new_params, state.ax)))
+        # torch copies the parameters while mu == 1 (exactly, not ax + 1 * (p - ax)).
+        averaged = tree.add(state.ax, tree.scale(state.mu, tree.sub(new_params, state.ax)))
+        ax = tree.where(state.mu == 1, new_params, averaged)
         count_inc = numerics.safe_increment(state.count)
         steps = count_inc.to(torch.float64) - t0
         mu = torch.reciprocal(torch.clamp_min(steps, 1.0)).to(state.mu.dtype)

@@ -1,4 +1,9 @@
-"""Drop-in replacements for the ``torch.optim`` optimizers.
+"""Drop-in replacements for the ``torch.optim`` optimizers and ``torch.optim.swa_utils``.
+
+All fifteen of torch 2.13: ``Adadelta``, ``Adafactor``, ``Adagrad``, ``Adam``, ``AdamW``,
+``Adamax``, ``ASGD``, ``LBFGS``, ``Muon``, ``NAdam``, ``RAdam``, ``RMSprop``, ``Rprop``, ``SGD``,
+``SparseAdam``, and :mod:`~optax_torch.compat.torch_optim.swa_utils` (``AveragedModel``,
+``SWALR``, ``update_bn``, the ``get_*_avg_fn`` helpers, backed by functional averaging).
 
 Same signatures, defaults, param-group keys, validation messages and per-parameter state names
 (``step``, ``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``, ...) as ``torch.optim`` in torch 2.13;
@@ -9,7 +14,10 @@ each step runs a short optax_torch chain through :class:`optax_torch.TorchOptimi
 
 State dicts are interchangeable with ``torch.optim``'s for the same optimizer, in both directions,
 mid-training. Step counts are per parameter, as in torch (a parameter that skips steps with a
-``None`` gradient is bias-corrected by its own count).
+``None`` gradient is bias-corrected by its own count). ``LBFGS`` subclasses
+``torch.optim.Optimizer`` directly (its closure-driven step, with many evaluations, does not fit
+the per-group transform model) and runs the pure functions of
+:mod:`optax_torch.transforms.torch_lbfgs`.
 
 Deviations common to the drop-ins:
 
@@ -24,34 +32,37 @@ Deviations common to the drop-ins:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from optax_torch.compat.torch_optim import swa_utils
+from optax_torch.compat.torch_optim.adadelta import Adadelta
+from optax_torch.compat.torch_optim.adafactor import Adafactor
+from optax_torch.compat.torch_optim.adagrad import Adagrad
 from optax_torch.compat.torch_optim.adam import Adam, AdamW
+from optax_torch.compat.torch_optim.adamax import Adamax
+from optax_torch.compat.torch_optim.asgd import ASGD
+from optax_torch.compat.torch_optim.lbfgs import LBFGS
+from optax_torch.compat.torch_optim.muon import Muon
+from optax_torch.compat.torch_optim.nadam import NAdam
+from optax_torch.compat.torch_optim.radam import RAdam
+from optax_torch.compat.torch_optim.rmsprop import RMSprop
+from optax_torch.compat.torch_optim.rprop import Rprop
 from optax_torch.compat.torch_optim.sgd import SGD
+from optax_torch.compat.torch_optim.sparse_adam import SparseAdam
 
-# Drop-ins being added: name -> module (imported on first access).
-_LAZY = {
-    "Adadelta": "adadelta",
-    "Adafactor": "adafactor",
-    "Adagrad": "adagrad",
-    "Adamax": "adamax",
-    "ASGD": "asgd",
-    "LBFGS": "lbfgs",
-    "Muon": "muon",
-    "NAdam": "nadam",
-    "RAdam": "radam",
-    "RMSprop": "rmsprop",
-    "Rprop": "rprop",
-    "SparseAdam": "sparse_adam",
-    "swa_utils": "swa_utils",
-}
-
-__all__ = ["SGD", "Adam", "AdamW"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        return module if name == "swa_utils" else getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "ASGD",
+    "LBFGS",
+    "SGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Muon",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "SparseAdam",
+    "swa_utils",
+]

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from optax_torch import tree
 from optax_torch.base import GradientTransformation, identity, stateless
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import (
@@ -32,10 +33,10 @@ def _sparse_as_dense(weight_decay) -> GradientTransformation:
 
     def densify(updates, params):
         del params
-        if any(g is not None and g.is_sparse for g in updates):
+        if any(g.is_sparse for g in tree.leaves(updates)):
             if is_nonzero(weight_decay):
                 raise RuntimeError("weight_decay option is not compatible with sparse gradients")
-            return [g.to_dense() if g is not None and g.is_sparse else g for g in updates]
+            return tree.map(lambda g: g.to_dense() if g.is_sparse else g, updates)
         return updates
 
     return stateless(densify)
