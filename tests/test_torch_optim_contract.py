@@ -26,7 +26,7 @@ from test_torch_optim_matrix import (
     ref_class,
     run_step,
 )
-from torch_optim_ref import assert_nets_close
+from torch_optim_ref import assert_nets_close, roundtrip
 
 from optax_torch.compat import torch_optim as C
 
@@ -585,3 +585,129 @@ def test_differentiable_raises_not_implemented(name):
     ours_cls, model = dropin(name), model_of(name)
     with pytest.raises(NotImplementedError, match="differentiable"):
         ours_cls(model.groups(model.make(F64), **overrides(name)), differentiable=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Before the first step, named parameters, hyperparameters changed mid-run, complex parameters
+# ------------------------------------------------------------------------------------------------
+
+
+ADAGRAD_EAGER = (
+    "torch.optim.Adagrad creates state ('step'=0, 'sum'=initial_accumulator_value) for every "
+    "parameter at construction; the drop-in (adapter, lazy init) has none before the first step"
+)
+
+
+@pytest.mark.parametrize("name", [xfail(ADAGRAD_EAGER, n) if n == "Adagrad" else n for n in NAMES])
+def test_state_before_the_first_step_like_torch(name):
+    """Adagrad creates its state at construction, the others at their first step."""
+    _, _, _, ref, ours = build(name)
+    assert_state_close(ref, ours)
+    sr, so = ref.state_dict(), ours.state_dict()
+    assert set(so["state"]) == set(sr["state"])
+    for k, entry in sr["state"].items():
+        assert set(so["state"][k]) == set(entry), k
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_parameters_like_torch(name):
+    """torch 2.13 takes ``(name, tensor)`` pairs: param groups get ``param_names``."""
+    ours_cls, model = dropin(name), model_of(name)
+    a, b = model.make(F64), model.make(F64)
+    ref = ref_class(name)(a.named_parameters(), **KW[name])
+    ours = ours_cls(b.named_parameters(), **KW[name])
+    assert_groups_like_torch(ref, ours)
+    advance(model, [(a, ref), (b, ours)], range(3))
+    sr, so = ref.state_dict(), ours.state_dict()
+    assert so["param_groups"] == sr["param_groups"]
+    fresh_net = copy.deepcopy(b)
+    fresh = ours_cls(fresh_net.named_parameters(), **KW[name])
+    fresh.load_state_dict(roundtrip(sr))
+    advance(model, [(a, ref), (fresh_net, fresh)], range(3, 5), atol=RESUME_ATOL.get(name, 1e-12))
+
+
+# A numeric hyperparameter written into the first group by hand after two steps.
+CHANGES: dict[str, dict[str, Any]] = {
+    "SGD": dict(momentum=0.5, weight_decay=0.1),
+    "Adam": dict(betas=(0.5, 0.9), eps=1e-4, weight_decay=0.1),
+    "AdamW": dict(weight_decay=0.3, betas=(0.8, 0.99)),
+    "Adadelta": dict(rho=0.5, weight_decay=0.1),
+    "Adafactor": dict(beta2_decay=-0.5, d=2.0, weight_decay=0.1),
+    "Adagrad": dict(lr_decay=0.1, eps=1e-4, weight_decay=0.1),
+    "Adamax": dict(betas=(0.5, 0.9), weight_decay=0.1),
+    "ASGD": dict(lambd=0.01, alpha=0.5, t0=1, weight_decay=0.1),
+    "LBFGS": dict(lr=0.25, tolerance_change=1e-3),
+    "Muon": dict(momentum=0.5, weight_decay=0.3, ns_steps=3),
+    "NAdam": dict(momentum_decay=0.01, betas=(0.8, 0.9), weight_decay=0.1),
+    "RAdam": dict(betas=(0.8, 0.9), weight_decay=0.1),
+    "RMSprop": dict(alpha=0.8, momentum=0.9, weight_decay=0.1),
+    "Rprop": dict(etas=(0.3, 1.5), step_sizes=(1e-3, 0.01)),
+    "SparseAdam": dict(betas=(0.5, 0.9), eps=1e-4),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hyperparameters_changed_mid_run(name):
+    model, a, b, ref, ours = build(name)
+    advance(model, [(a, ref), (b, ours)], range(2))
+    for opt in (ref, ours):
+        opt.param_groups[0].update(CHANGES[name])
+    advance(model, [(a, ref), (b, ours)], range(2, 6))
+    assert_state_close(ref, ours)
+
+
+COMPLEX_SQ = (
+    "complex parameters: torch views them as real pairs (torch.view_as_real), so its second "
+    "moments are per real/imaginary component; the drop-in's transforms take |g|^2 per complex "
+    "entry (optax's semantics)"
+)
+COMPLEX_KNOWN = {
+    **dict.fromkeys(
+        ["Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "NAdam", "RAdam", "RMSprop"],
+        COMPLEX_SQ,
+    ),
+    "Adafactor": (
+        "complex parameters: torch's Adafactor raises RuntimeError('Adafactor does not support "
+        "complex parameters'), the drop-in ValueError('This transformation does not support "
+        "complex parameters.') (at the first step in both)"
+    ),
+}
+COMPLEX = [
+    xfail(COMPLEX_KNOWN[n], n) if n in COMPLEX_KNOWN else n
+    for n in NAMES
+    if n not in ("Muon", "SparseAdam", "LBFGS")
+]
+
+
+@pytest.mark.parametrize("name", COMPLEX)
+def test_complex_parameters_like_torch(name):
+    """A complex parameter next to a real one, or torch's error for the class."""
+    ours_cls = dropin(name)
+    gen = torch.Generator().manual_seed(0)
+    init = [
+        torch.randn(4, 3, dtype=torch.complex128, generator=gen),
+        torch.randn(3, dtype=torch.float64, generator=gen),
+    ]
+    target = torch.randn(4, dtype=torch.complex128, generator=gen)
+    runs = []
+    for cls in (ref_class(name), ours_cls):
+        ps = [torch.nn.Parameter(x.clone()) for x in init]
+        runs.append((ps, cls(ps, **KW[name])))
+    errors: list[BaseException | None] = []
+    for t in range(6):
+        for ps, opt in runs:
+            opt.zero_grad()
+            x = torch.rand(3, generator=torch.Generator().manual_seed(t), dtype=F64) + 0.5
+            out = ps[0] @ (ps[1] * x).to(torch.complex128)
+            (out - target).abs().square().mean().backward()
+            try:
+                opt.step()
+                errors.append(None)
+            except Exception as e:  # torch's Adafactor takes no complex parameters
+                errors.append(e)
+        if errors[-2] is not None or errors[-1] is not None:
+            assert type(errors[-1]) is type(errors[-2]), errors[-2:]
+            assert str(errors[-1]) == str(errors[-2])
+            return
+        for p, q in zip(*(ps for ps, _ in runs)):
+            torch.testing.assert_close(q, p, rtol=0, atol=1e-12)
