@@ -87,6 +87,8 @@ OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01), dict(lr=0.02)),
         (dict(lr=0.01, momentum=0.5, weight_decay=0.01, maximize=True), dict(momentum=0.8)),
         (dict(lr=0.01, maximize=True), dict(lr=0.005, **WD)),
+        (dict(lr=0.05, momentum=0.9), dict(nesterov=True, maximize=True, lr=0.01)),
+        (dict(lr=0.05, dampening=0.3), dict(momentum=0.9)),
     ],
     "Adam": [
         (dict(lr=0.01), dict(lr=0.003, weight_decay=0.2)),
@@ -94,6 +96,7 @@ OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (dict(lr=0.01, weight_decay=0.05, maximize=True), dict(lr=0.003)),
         (dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True, amsgrad=True), dict(**WD)),
         (dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6), dict(betas=(0.5, 0.9), eps=1e-3)),
+        (dict(lr=0.01), dict(amsgrad=True, maximize=True, decoupled_weight_decay=True, **WD)),
     ],
     "AdamW": [
         (dict(lr=0.01), dict(lr=0.003, weight_decay=0.0)),
@@ -116,6 +119,8 @@ OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (dict(lr=0.05, lr_decay=0.05), dict(lr=0.02, lr_decay=0.0)),
         (dict(lr=0.05, initial_accumulator_value=0.1, eps=1e-6), dict(lr=0.02, **WD)),
         (dict(lr=0.05, weight_decay=0.05, maximize=True), dict(lr=0.02, lr_decay=0.01)),
+        # torch fills every sum with the constructor's value, whatever a group says
+        (dict(lr=0.05, initial_accumulator_value=0.1), dict(initial_accumulator_value=0.5)),
     ],
     "Adamax": [
         (dict(lr=0.01), dict(lr=0.003, **WD)),
@@ -132,6 +137,7 @@ OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (dict(lr=0.01, momentum_decay=0.01, betas=(0.8, 0.99)), dict(lr=0.003, **WD)),
         (dict(lr=0.01, weight_decay=0.05, maximize=True, eps=1e-4), dict(lr=0.003)),
         (dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True), dict(lr=0.003, **WD)),
+        (dict(lr=0.01, weight_decay=0.05), dict(decoupled_weight_decay=True, maximize=True)),
     ],
     "RAdam": [
         (dict(lr=0.01), dict(lr=0.003, **WD)),
@@ -144,6 +150,7 @@ OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (dict(lr=0.01, alpha=0.9, eps=1e-4), dict(lr=0.003, **WD)),
         (dict(lr=0.01, centered=True), dict(lr=0.003, **WD)),
         (dict(lr=0.01, momentum=0.9), dict(lr=0.003, momentum=0.5)),
+        (dict(lr=0.01), dict(centered=True, momentum=0.9, maximize=True)),
         (
             dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.05, maximize=True),
             dict(lr=0.003, alpha=0.8),
@@ -185,6 +192,7 @@ _EMPTY_ENTRIES = (
 KNOWN_STATE_DEVIATIONS: dict[tuple[str, int], str] = {
     ("SGD", 0): _EMPTY_ENTRIES,
     ("SGD", 5): _EMPTY_ENTRIES,
+    ("SGD", 7): _EMPTY_ENTRIES + "; and the dampened group's extra 'momentum_started'",
     ("SGD", 2): (
         "SGD with dampening exposes an extra per-parameter state entry 'momentum_started' "
         "(sgd.py _state_key_map '2.started'), torch has only 'momentum_buffer'"
