@@ -711,3 +711,93 @@ def test_complex_parameters_like_torch(name):
             return
         for p, q in zip(*(ps for ps, _ in runs)):
             torch.testing.assert_close(q, p, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedulers that write other keys than lr, mixed dtypes, tensor betas
+# ------------------------------------------------------------------------------------------------
+
+CYCLED = [n for n in NAMES if signature_has(n, "betas") or signature_has(n, "momentum")]
+
+
+@pytest.mark.parametrize("name", CYCLED)
+def test_one_cycle_lr_cycles_momentum_like_torch(name):
+    """OneCycleLR writes ``lr`` and ``betas[0]`` (or ``momentum``) into every group each step;
+    ReduceLROnPlateau follows the losses."""
+    extra = {"momentum": 0.9} if name in ("SGD", "RMSprop", "Muon") else {}
+    model, a, b, ref, ours = build(name, extra=extra)
+    scheds = []
+    for opt in (ref, ours):
+        one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=12)
+        scheds.append((one_cycle, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0)))
+    for t in range(10):
+        losses = [run_step(model, net, opt, t) for net, opt in ((a, ref), (b, ours))]
+        for (one_cycle, plateau), loss in zip(scheds, losses):
+            one_cycle.step()
+            plateau.step(float(model.loss(a, t, F64).detach()) if loss is None else loss.item())
+        assert_nets_close(a, b, 1e-12, f"step {t}")
+        assert groups_without_params(ours) == groups_without_params(ref)
+
+
+LBFGS_MIXED = (
+    "LBFGS with float32 and float64 parameters: torch_lbfgs.add_direction adds the float64 flat "
+    "direction out of place (float32 + float64 -> float64, never rounded to float32), torch "
+    "in place (p.add_: rounded to the parameter's dtype); 5e-5 apart after 3 steps"
+)
+
+
+@pytest.mark.parametrize("name", [xfail(LBFGS_MIXED, n) if n == "LBFGS" else n for n in NAMES])
+def test_mixed_dtypes_in_one_group(name):
+    """float32 and float64 parameters in the same group (torch groups them by dtype)."""
+    ours_cls, model = dropin(name), model_of(name)
+    nets = []
+    for _ in range(2):
+        net = model.make(F64)
+        first = next(iter(net.children()))
+        first.to(torch.float32)  # the first layer in float32, the rest in float64
+        nets.append(net)
+    a, b = nets
+
+    def loss(net, t, dtype):
+        with torch.autocast("cpu", enabled=False):
+            return model.loss(_Cast(net), t, dtype)
+
+    ref = ref_class(name)(model.groups(a, **overrides(name)), **KW[name])
+    ours = ours_cls(model.groups(b, **overrides(name)), **KW[name])
+    mixed = type(model)(model.make, loss, model.groups, model.closure, model.steps)
+    advance(mixed, [(a, ref), (b, ours)], range(5), atol=1e-6)
+
+
+class _Cast:
+    """Calls a module whose first layer is float32 with float64 inputs (casts in and out)."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def __call__(self, *args: Any) -> Any:
+        first = next(iter(self.net.children()))
+
+        def pre(mod, inputs):
+            return tuple(
+                x.float() if torch.is_tensor(x) and x.is_floating_point() else x for x in inputs
+            )
+
+        def post(mod, inputs, out):
+            return out.double()
+
+        handles = [first.register_forward_pre_hook(pre), first.register_forward_hook(post)]
+        try:
+            return self.net(*args)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.net, item)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_tensor_betas_like_torch(name):
+    betas = (torch.tensor(0.8, dtype=F64), torch.tensor(0.99, dtype=F64))
+    model, a, b, ref, ours = build(name, extra=dict(betas=betas))
+    advance(model, [(a, ref), (b, ours)], range(6))
