@@ -801,3 +801,50 @@ def test_tensor_betas_like_torch(name):
     betas = (torch.tensor(0.8, dtype=F64), torch.tensor(0.99, dtype=F64))
     model, a, b, ref, ours = build(name, extra=dict(betas=betas))
     advance(model, [(a, ref), (b, ours)], range(6))
+
+
+# ------------------------------------------------------------------------------------------------
+# Steps without gradients, global hooks
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_without_gradients_changes_nothing(name):
+    model, a, b, ref, ours = build(name)
+    advance(model, [(a, ref), (b, ours)], range(2))
+    before = copy.deepcopy(ours.state_dict())
+    for net, opt in ((a, ref), (b, ours)):
+        opt.zero_grad()
+        if model.closure:  # a closure that computes the loss but no gradient
+            opt.step(lambda net=net: model.loss(net, 2, F64).detach())
+        else:
+            opt.step()
+    assert_nets_close(a, b, 1e-12)
+    if not model.closure:  # torch's LBFGS counts the closure's evaluation (func_evals)
+        assert sd_equal(ours.state_dict(), before)
+    assert_state_close(ref, ours)
+    advance(model, [(a, ref), (b, ours)], range(2, 4))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_global_step_hooks_fire(name):
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+
+    model, a, b, ref, ours = build(name)
+    seen: list[Any] = []
+    handles = [
+        register_optimizer_step_pre_hook(lambda o, args, kw: seen.append(("pre", type(o)))),
+        register_optimizer_step_post_hook(lambda o, args, kw: seen.append(("post", type(o)))),
+    ]
+    try:
+        advance(model, [(a, ref), (b, ours)], range(2))
+    finally:
+        for h in handles:
+            h.remove()
+    assert (
+        seen
+        == [("pre", type(ref)), ("post", type(ref)), ("pre", type(ours)), ("post", type(ours))] * 2
+    )
