@@ -372,15 +372,7 @@ def _other_state_dict(name: str) -> dict[str, Any]:
     return opt.state_dict()
 
 
-LBFGS_LOADS_ANYTHING = (
-    "LBFGS subclasses torch.optim.Optimizer directly (lbfgs.py): its load_state_dict is "
-    "torch's, which loads another class's state silently instead of raising ValueError"
-)
-
-
-@pytest.mark.parametrize(
-    "name", [xfail(LBFGS_LOADS_ANYTHING, n) if n == "LBFGS" else n for n in NAMES]
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_load_state_dict_of_another_class_raises_and_keeps_state(name):
     if SELFCHECK:
         pytest.skip("torch.optim loads another class's state silently")
@@ -739,14 +731,7 @@ def test_one_cycle_lr_cycles_momentum_like_torch(name):
         assert groups_without_params(ours) == groups_without_params(ref)
 
 
-LBFGS_MIXED = (
-    "LBFGS with float32 and float64 parameters: torch_lbfgs.add_direction adds the float64 flat "
-    "direction out of place (float32 + float64 -> float64, never rounded to float32), torch "
-    "in place (p.add_: rounded to the parameter's dtype); 5e-5 apart after 3 steps"
-)
-
-
-@pytest.mark.parametrize("name", [xfail(LBFGS_MIXED, n) if n == "LBFGS" else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_mixed_dtypes_in_one_group(name):
     """float32 and float64 parameters in the same group (torch groups them by dtype)."""
     ours_cls, model = dropin(name), model_of(name)

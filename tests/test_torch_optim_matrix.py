@@ -185,19 +185,7 @@ SPECIAL_OPTIONS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
 }
 
 # Known deviations (strict xfails): (name, option index) -> precise cause.
-_EMPTY_ENTRIES = (
-    "SGD without momentum: opt.state gets an empty dict for every parameter after a step "
-    "(adapter state mirror), torch.optim.SGD keeps opt.state empty ('p in opt.state' differs)"
-)
-KNOWN_STATE_DEVIATIONS: dict[tuple[str, int], str] = {
-    ("SGD", 0): _EMPTY_ENTRIES,
-    ("SGD", 5): _EMPTY_ENTRIES,
-    ("SGD", 7): _EMPTY_ENTRIES + "; and the dampened group's extra 'momentum_started'",
-    ("SGD", 2): (
-        "SGD with dampening exposes an extra per-parameter state entry 'momentum_started' "
-        "(sgd.py _state_key_map '2.started'), torch has only 'momentum_buffer'"
-    ),
-}
+KNOWN_STATE_DEVIATIONS: dict[tuple[str, int], str] = {}
 
 
 def _short(v: Any) -> str:

@@ -124,6 +124,7 @@ def add_direction(params: Sequence[Tensor], t: Num, d: Tensor) -> list[Tensor]:
         real = torch.view_as_real(p) if torch.is_complex(p) else p
         numel = real.numel()
         new = real.add(d[offset : offset + numel].view_as(real), alpha=t)  # type: ignore[arg-type]
+        new = new.to(real.dtype)  # as torch's in-place add_: rounded to the parameter's dtype
         out.append(torch.view_as_complex(new) if torch.is_complex(p) else new)
         offset += numel
     if offset != d.numel():

@@ -230,17 +230,30 @@ def converge(pp: PerParam, active: list[bool], leaves: list[Any]) -> PerParam | 
 
 
 def flush_mirror(
-    slot: Slot, params: list, store: defaultdict[Any, dict[str, Any]], key_map: dict[str, str]
+    slot: Slot,
+    params: list,
+    store: defaultdict[Any, dict[str, Any]],
+    key_map: dict[str, str],
+    hidden: frozenset[str] = frozenset(),
 ) -> None:
-    """Writes the group's leaves not yet mirrored (``slot.leaves``) into ``store[p]``."""
+    """Writes the group's leaves not yet mirrored (``slot.leaves``) into ``store[p]``.
+
+    Names in ``hidden`` are internal (not mirrored, hence not saved); a parameter gets an entry
+    only when it has a mirrored value, as in torch.
+    """
     if slot.leaves is None:
         return
     plan = plan_for(slot, slot.state, slot.spec, len(params), key_map)
     active_params = [p for p, a in zip(params, slot.active) if a]
+    if not any(
+        leaf is not None and name not in hidden for (name, _), leaf in zip(plan, slot.leaves)
+    ):
+        slot.leaves = None
+        return
     entries = {id(p): store[p] for p in active_params}
     pp = slot.pp or {}
     for k, ((name, j), leaf) in enumerate(zip(plan, slot.leaves)):
-        if leaf is None:
+        if leaf is None or name in hidden:
             continue
         if j is None and k in pp:  # diverged group-wide values: one per parameter
             for p, a, v in zip(params, slot.active, pp[k]):

@@ -130,6 +130,9 @@ class TorchOptimizer(Optimizer):
     _accepts_sparse_grads: ClassVar[bool] = False
     # Subclasses set this to True for torch's per-parameter step counts (the drop-ins).
     _per_param_steps: ClassVar[bool] = False
+    # State names kept internal: not in optimizer.state nor in state_dict (a subclass's
+    # _adapt_entry rebuilds them on load, e.g. SGD's "momentum_started").
+    _hidden_state_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -412,7 +415,13 @@ class TorchOptimizer(Optimizer):
     def state(self) -> defaultdict[Any, dict[str, Any]]:  # type: ignore[override]
         """Per-parameter state dicts (torch's ``optimizer.state``), brought up to date on read."""
         for slot, group in zip(self._otx_slots, self.param_groups):
-            layout.flush_mirror(slot, group["params"], self._otx_state, self._otx_state_key_map)
+            layout.flush_mirror(
+                slot,
+                group["params"],
+                self._otx_state,
+                self._otx_state_key_map,
+                self._hidden_state_keys,
+            )
         return self._otx_state
 
     @state.setter

@@ -119,6 +119,21 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, after checking that the saved state is an LBFGS state
+        (one entry, for the first parameter, with LBFGS's keys); otherwise ``ValueError`` and the
+        optimizer is left unchanged."""
+        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        allowed = set(TorchLBFGSState._fields) | set(_COUNTERS) | set(_ENTRIES)
+        for index, entry in saved.items():
+            extra = sorted(set(entry) - allowed) if isinstance(entry, dict) else [repr(entry)]
+            if extra:
+                raise ValueError(
+                    f"load_state_dict: state entry {index!r} has unexpected keys {extra} "
+                    f"(is it from another optimizer?); expected LBFGS keys {sorted(allowed)}"
+                )
+        super().load_state_dict(state_dict)
+
     @property
     def _params(self) -> list[Tensor]:
         return self.param_groups[0]["params"]

@@ -93,6 +93,8 @@ class SGD(TorchOptimDropIn):
         "2.trace": "momentum_buffer",
         "2.started": "momentum_started",
     }
+    # Internal (torch's buffer exists once started): rebuilt by _adapt_entry on load.
+    _hidden_state_keys: ClassVar[frozenset[str]] = frozenset({"momentum_started"})
 
     def _adapt_entry(self, entry: dict[str, Any], expected: set[str]) -> dict[str, Any]:
         # A torch.optim.SGD checkpoint has no "momentum_started": its buffer exists once started.
