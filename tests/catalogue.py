@@ -259,6 +259,7 @@ def _transforms() -> dict[str, Entry]:
             lambda: otc.split_real_and_imaginary(otx.scale_by_adam())
         ),
         # Transformations added for the torch.optim drop-ins.
+        "view_complex_as_real": built(lambda: otc.view_complex_as_real(otx.adam(0.1))),
         "dampened_trace": tx("dampened_trace", 0.9, dampening=0.1),
         "count_steps": tx("count_steps"),
         "scale_by_inverse_time_decay": tx("scale_by_inverse_time_decay", 0.01),

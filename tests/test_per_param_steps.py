@@ -94,3 +94,52 @@ def test_plain_torch_optimizer_keeps_group_counts():
         int(x) for e in opt.state_dict()["state"].values() for k, x in e.items() if "count" in k
     }
     assert counts == {5}  # the side branch skipped steps 0, 2, 3 but sees the group's count
+
+
+# ------------------------------------------------------------------------------------------------
+# Complex parameters as real pairs (contrib.view_complex_as_real, applied by the drop-ins)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_view_complex_as_real_is_torch_adam_functionally():
+    gen = torch.Generator().manual_seed(1)
+    params = [
+        torch.randn(3, 2, dtype=torch.complex128, generator=gen),
+        torch.randn(4, dtype=torch.float64, generator=gen),
+    ]
+    ref_params = [torch.nn.Parameter(p.clone()) for p in params]
+    ref = torch.optim.Adam(ref_params, lr=0.1)
+    tx = optax_torch.contrib.view_complex_as_real(optax_torch.adam(0.1))
+    state = tx.init(params)
+    assert state[0].mu[0].dtype == torch.complex128 and state[0].mu[1].dtype == torch.float64
+    for _ in range(8):
+        grads = [torch.randn(p.shape, dtype=p.dtype, generator=gen) for p in params]
+        before = [g.clone() if g is not None else None for g in grads]
+        updates, state = tx.update(grads, state, params)
+        params = optax_torch.apply_updates(params, updates)
+        for p, g in zip(ref_params, grads):
+            p.grad = g
+        ref.step()
+        for g, b in zip(grads, before):
+            assert g is None or torch.equal(g, b)
+        for p, q in zip(ref_params, params):
+            torch.testing.assert_close(q, p.detach(), rtol=0, atol=1e-12)
+    for key in ("exp_avg", "exp_avg_sq"):
+        v = ref.state[ref_params[0]][key]
+        field = "mu" if key == "exp_avg" else "nu"
+        torch.testing.assert_close(getattr(state[0], field)[0], v, rtol=0, atol=1e-12)
+    # A None gradient keeps the complex state as it is.
+    mu = state[0].mu[0].clone()
+    updates, state = tx.update([None, torch.ones(4, dtype=torch.float64)], state, params)
+    assert updates[0] is None and torch.equal(state[0].mu[0], mu)
+
+
+def test_view_complex_as_real_passes_real_trees_through():
+    inner = optax_torch.adam(0.1)
+    tx = optax_torch.contrib.view_complex_as_real(inner)
+    params = [torch.ones(3, dtype=torch.float64)]
+    s1, s2 = inner.init(params), tx.init(params)
+    g = [torch.full((3,), 0.5, dtype=torch.float64)]
+    u1, _ = inner.update(g, s1, params)
+    u2, _ = tx.update(g, s2, params)
+    assert torch.equal(u1[0], u2[0])

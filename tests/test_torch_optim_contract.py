@@ -648,27 +648,7 @@ def test_hyperparameters_changed_mid_run(name):
     assert_state_close(ref, ours)
 
 
-COMPLEX_SQ = (
-    "complex parameters: torch views them as real pairs (torch.view_as_real), so its second "
-    "moments are per real/imaginary component; the drop-in's transforms take |g|^2 per complex "
-    "entry (optax's semantics)"
-)
-COMPLEX_KNOWN = {
-    **dict.fromkeys(
-        ["Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "NAdam", "RAdam", "RMSprop"],
-        COMPLEX_SQ,
-    ),
-    "Adafactor": (
-        "complex parameters: torch's Adafactor raises RuntimeError('Adafactor does not support "
-        "complex parameters'), the drop-in ValueError('This transformation does not support "
-        "complex parameters.') (at the first step in both)"
-    ),
-}
-COMPLEX = [
-    xfail(COMPLEX_KNOWN[n], n) if n in COMPLEX_KNOWN else n
-    for n in NAMES
-    if n not in ("Muon", "SparseAdam", "LBFGS")
-]
+COMPLEX = [n for n in NAMES if n not in ("Muon", "SparseAdam", "LBFGS")]
 
 
 @pytest.mark.parametrize("name", COMPLEX)
@@ -703,6 +683,14 @@ def test_complex_parameters_like_torch(name):
             return
         for p, q in zip(*(ps for ps, _ in runs)):
             torch.testing.assert_close(q, p, rtol=0, atol=1e-12)
+    # The state has torch's layout: complex tensors where the parameter is complex.
+    (rps, ref), (ops, ours) = runs
+    for p, q in zip(rps, ops):
+        for key, v in ref.state[p].items():
+            w = ours.state[q][key]
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                assert w.dtype == v.dtype, (key, w.dtype, v.dtype)
+                torch.testing.assert_close(w, v, rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Complex-valued optimization: run a real transformation on real and imaginary parts."""
+"""Complex-valued optimization: run a real transformation on real and imaginary parts
+(``split_real_and_imaginary``, optax's; ``view_complex_as_real``, torch.optim's)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import tree
-from optax_torch.base import GradientTransformation, OptState
+from optax_torch.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    donation_safe,
+    is_donation_safe,
+    with_extra_args_support,
+)
 
 __all__ = [
     "SplitRealAndImaginaryArrays",
     "SplitRealAndImaginaryState",
     "split_real_and_imaginary",
+    "view_complex_as_real",
 ]
 
 
@@ -91,3 +100,100 @@ def split_real_and_imaginary(inner: GradientTransformation) -> GradientTransform
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _as_real(x: Any) -> Any:
+    return torch.view_as_real(x) if isinstance(x, torch.Tensor) and x.is_complex() else x
+
+
+def _is_complex(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_complex()
+
+
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x if x.stride(-1) == 1 else x.contiguous())
+
+
+def _complex_like_params(node: Any, params: Any, spec: Any) -> Any:
+    """``node`` with every subtree shaped like ``params`` turned complex where its parameter
+    is complex (a real leaf of shape ``p.shape + (2,)`` viewed as complex)."""
+
+    def leaf(s: Any, p: Any) -> Any:
+        if (
+            _is_complex(p)
+            and isinstance(s, torch.Tensor)
+            and s.is_floating_point()
+            and s.shape == (*p.shape, 2)
+        ):
+            return _as_complex(s)
+        return s
+
+    if node is None or isinstance(node, torch.Tensor):
+        return node
+    if tree.structure(node) == spec:
+        leaves, node_spec = tree.flatten(node)
+        return tree.unflatten(node_spec, [leaf(s, p) for s, p in zip(leaves, tree.leaves(params))])
+    if hasattr(node, "_fields"):
+        return type(node)(*(_complex_like_params(c, params, spec) for c in node))
+    if isinstance(node, list | tuple):
+        return type(node)(_complex_like_params(c, params, spec) for c in node)
+    if isinstance(node, dict):
+        return type(node)({k: _complex_like_params(v, params, spec) for k, v in node.items()})
+    return node
+
+
+def view_complex_as_real(inner: GradientTransformation) -> GradientTransformationExtraArgs:
+    r"""Runs ``inner`` on complex leaves viewed as real pairs (``torch.view_as_real``), as
+    ``torch.optim`` does.
+
+    Each complex leaf :math:`z = x + iy` of the updates, params and state is given to ``inner`` as
+    the real tensor of shape ``z.shape + (2,)`` holding :math:`(x, y)`, so element-wise math
+    treats the two parts as independent coordinates (Adam's second moment is
+    :math:`(g_x^2, g_y^2)`, not :math:`|g|^2`). The state keeps complex tensors where its
+    parameter is complex (the real results viewed back with ``torch.view_as_complex``), so it
+    has ``inner``'s structure, names and shapes: ``torch.optim``'s layout. Real leaves pass
+    through unchanged, and a tree without complex leaves goes straight to ``inner``.
+
+    Unlike :func:`split_real_and_imaginary` (optax's, a state of split pairs), the state is
+    ``inner``'s own and the views keep in-place (donated) updates in place.
+
+    Args:
+      inner: the transformation to run on the real views.
+
+    Example::
+
+        >>> tx = otx.contrib.view_complex_as_real(otx.adam(1e-3))  # torch.optim.Adam's numbers
+    """
+    inner = with_extra_args_support(inner)
+
+    def init_fn(params):
+        state = inner.init(tree.map(_as_real, params))
+        if not any(_is_complex(p) for p in tree.leaves(params)):
+            return state
+        return _complex_like_params(state, params, tree.structure(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        state_leaves, state_spec = tree.flatten(state)
+        complex_state = [_is_complex(x) for x in state_leaves]
+        if not (any(complex_state) or any(_is_complex(u) for u in tree.leaves(updates))):
+            return inner.update(updates, state, params, **extra_args)
+        complex_updates = tree.map(_is_complex, updates)
+        real_state = tree.unflatten(state_spec, [_as_real(x) for x in state_leaves])
+        new_updates, new_state = inner.update(
+            tree.map(_as_real, updates), real_state, tree.map(_as_real, params), **extra_args
+        )
+        new_updates = tree.map(
+            lambda u, c: _as_complex(u) if c and u is not None else u,
+            new_updates,
+            complex_updates,
+        )
+        new_leaves, new_spec = tree.flatten(new_state)
+        new_leaves = [
+            _as_complex(x) if c and isinstance(x, torch.Tensor) and not x.is_complex() else x
+            for x, c in zip(new_leaves, complex_state)
+        ]
+        return new_updates, tree.unflatten(new_spec, new_leaves)
+
+    if is_donation_safe(inner):
+        update_fn = donation_safe(update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)

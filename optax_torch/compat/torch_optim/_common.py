@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from optax_torch.base import GradientTransformation
+from optax_torch.contrib.complex_valued import view_complex_as_real
 from optax_torch.wrappers.torch_optimizer import TorchOptimizer
 
 __all__ = [
@@ -26,6 +28,12 @@ class TorchOptimDropIn(TorchOptimizer):
     _state_key_map: ClassVar[dict[str, str]] = {}
     # Step counts per parameter (torch's): see TorchOptimizer._per_param_steps.
     _per_param_steps: ClassVar[bool] = True
+    # Complex parameters viewed as real pairs, as torch.optim does (view_complex_as_real).
+    _complex_as_real: ClassVar[bool] = True
+
+    def _call_factory(self, hp: dict[str, Any]) -> GradientTransformation:
+        tx = super()._call_factory(hp)
+        return view_complex_as_real(tx) if self._complex_as_real else tx
 
 
 def is_nonzero(x: Any) -> bool:

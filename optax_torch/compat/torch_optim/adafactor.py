@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from optax_torch.base import GradientTransformation, identity
@@ -93,6 +94,7 @@ class Adafactor(TorchOptimDropIn):
     groups that mix dtypes).
     """
 
+    _complex_as_real: ClassVar[bool] = False  # torch's Adafactor rejects complex parameters
     _state_key_map: ClassVar[dict[str, str]] = {
         "1.count": "step",
         "1.row_var": "row_var",
@@ -100,6 +102,12 @@ class Adafactor(TorchOptimDropIn):
         "1.variance": "variance",
         "4.count": "step",
     }
+
+    def _step_group(self, gi: int, group: dict[str, Any], extra_args: dict[str, Any]) -> None:
+        # torch's error (type and message) for complex parameters, before any state changes.
+        if any(p.grad is not None and torch.is_complex(p) for p in group["params"]):
+            raise RuntimeError("Adafactor does not support complex parameters")
+        super()._step_group(gi, group, extra_args)
 
     def __init__(
         self,

@@ -114,6 +114,7 @@ class Muon(TorchOptimDropIn):
     ``lr * 1e-2`` (float64 runs match torch to 1e-15).
     """
 
+    _complex_as_real: ClassVar[bool] = False  # Muon takes real 2-d parameters only
     _state_key_map: ClassVar[dict[str, str]] = {"0.mu": "momentum_buffer"}
 
     def __init__(

@@ -65,6 +65,7 @@ class SparseAdam(TorchOptimDropIn):
     (torch's type), so that ``torch.optim.SparseAdam`` loads it exactly.
     """
 
+    _complex_as_real: ClassVar[bool] = False  # torch's SparseAdam rejects complex parameters
     _state_key_map: ClassVar[dict[str, str]] = {
         "1.count": "step",
         "1.mu": "exp_avg",
