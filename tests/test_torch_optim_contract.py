@@ -584,13 +584,7 @@ def test_differentiable_raises_not_implemented(name):
 # ------------------------------------------------------------------------------------------------
 
 
-ADAGRAD_EAGER = (
-    "torch.optim.Adagrad creates state ('step'=0, 'sum'=initial_accumulator_value) for every "
-    "parameter at construction; the drop-in (adapter, lazy init) has none before the first step"
-)
-
-
-@pytest.mark.parametrize("name", [xfail(ADAGRAD_EAGER, n) if n == "Adagrad" else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_state_before_the_first_step_like_torch(name):
     """Adagrad creates its state at construction, the others at their first step."""
     _, _, _, ref, ours = build(name)

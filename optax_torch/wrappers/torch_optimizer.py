@@ -390,6 +390,21 @@ class TorchOptimizer(Optimizer):
             read_hyperparams(new_state, group, self._otx_inject)
         slot.leaves, slot.spec = new_leaves, spec  # mirrored into .state when it is read
 
+    @torch.no_grad()
+    def _allocate_state(self) -> None:
+        """Allocates the state of every parameter now, without a step (for drop-ins whose
+        torch.optim original creates its state at construction, e.g. ``Adagrad``)."""
+        for gi, group in enumerate(self.param_groups):
+            params = group["params"]
+            while len(self._otx_slots) <= gi:
+                self._otx_slots.append(Slot(len(self.param_groups[len(self._otx_slots)]["params"])))
+            slot = self._otx_slots[gi]
+            state, active, _ = layout.ensure_state(
+                slot, self._transform_for(gi, group), params, params
+            )
+            slot.state, slot.active = state, active
+            slot.leaves, slot.spec = tree.flatten(state)
+
     def _step_group_per_param(self, slot, tx, params, grads, group, extra_args) -> None:
         """A step with per-parameter group-wide values (see :mod:`._per_param`)."""
 

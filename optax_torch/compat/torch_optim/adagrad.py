@@ -102,11 +102,9 @@ class Adagrad(TorchOptimDropIn):
         >>> opt = Adagrad(model.parameters(), lr=0.1, lr_decay=1e-3)
         >>> loss.backward(); opt.step(); opt.zero_grad()
 
-    State per parameter: ``step`` (the parameter's number of steps) and ``sum``, as in torch.
-    Deviations: torch allocates this state (step 0, ``sum`` = ``initial_accumulator_value``)
-    for every parameter at construction; here a parameter's state appears at its first gradient,
-    with the values torch's has then, so ``opt.state`` and ``state_dict()`` lack the entries of
-    parameters that never had a gradient (loading either way works). With ``eps=0``, an entry
+    State per parameter: ``step`` (the parameter's number of steps) and ``sum``, as in torch,
+    allocated for every parameter at construction (step 0, ``sum`` =
+    ``initial_accumulator_value``). Deviations: with ``eps=0``, an entry
     whose sum is still 0 gets a zero update (torch: NaN). With a tensor ``lr`` and ``lr_decay``,
     torch computes ``lr / (1 + (step - 1) * lr_decay)`` in the tensor's dtype, here in float64.
     """
@@ -169,3 +167,6 @@ class Adagrad(TorchOptimDropIn):
             differentiable=differentiable,
             fused=fused,
         )
+        # Like torch: every parameter's state (step 0, sum = initial_accumulator_value) exists
+        # from construction on.
+        self._allocate_state()
