@@ -14,6 +14,7 @@ from optax_torch.wrappers.torch_optimizer import TorchOptimizer
 __all__ = [
     "TorchOptimDropIn",
     "check_adam_args",
+    "check_args",
     "check_differentiable",
     "check_fused_foreach",
     "is_nonzero",
@@ -53,6 +54,30 @@ def check_fused_foreach(fused: bool | None, foreach: bool | None) -> None:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
 
+def check_args(**named: Any) -> None:
+    """torch.optim's constructor checks, in the order given, with torch's messages.
+
+    ``lr``: a 1-element tensor or a number ``>= 0``; ``betas``: each in ``[0, 1)``; ``rho``: in
+    ``[0, 1]``; any other name: ``>= 0`` (``Invalid <name> value: <value>``, ``eps`` spelled
+    ``epsilon``).
+    """
+    for name, value in named.items():
+        if name == "lr":
+            if isinstance(value, Tensor) and value.numel() != 1:
+                raise ValueError("Tensor lr must be 1-element")
+            if not value >= 0.0:
+                raise ValueError(f"Invalid learning rate: {value}")
+        elif name == "betas":
+            for i in (0, 1):
+                if not 0.0 <= value[i] < 1.0:
+                    raise ValueError(f"Invalid beta parameter at index {i}: {value[i]}")
+        elif name == "rho":
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Invalid rho value: {value}")
+        elif not value >= 0.0:
+            raise ValueError(f"Invalid {'epsilon' if name == 'eps' else name} value: {value}")
+
+
 def to_scalar(x: Any) -> Any:
     if isinstance(x, Tensor) and x.dim() != 0:
         return x.squeeze()
@@ -67,16 +92,7 @@ def check_adam_args(lr, betas, eps, weight_decay, foreach, capturable) -> tuple:
             )
         if lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-    if not lr >= 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not eps >= 0.0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if not weight_decay >= 0.0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    check_args(lr=lr, eps=eps, betas=betas, weight_decay=weight_decay)
     if not (
         (isinstance(betas[0], float) and isinstance(betas[1], float))
         or (isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor))

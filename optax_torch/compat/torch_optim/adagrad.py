@@ -11,6 +11,7 @@ from optax_torch.base import GradientTransformation, identity, stateless
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import (
     TorchOptimDropIn,
+    check_args,
     check_differentiable,
     check_fused_foreach,
     is_nonzero,
@@ -136,20 +137,13 @@ class Adagrad(TorchOptimDropIn):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not lr_decay >= 0.0:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not initial_accumulator_value >= 0.0:
-            raise ValueError(
-                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
-            )
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_args(
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
         if fused and differentiable:
             raise RuntimeError("`fused` does not support `differentiable`")
         check_fused_foreach(fused, foreach)

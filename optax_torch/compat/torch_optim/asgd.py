@@ -10,6 +10,7 @@ from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import (
     TorchOptimDropIn,
+    check_args,
     check_differentiable,
     is_nonzero,
     to_scalar,
@@ -109,12 +110,7 @@ class ASGD(TorchOptimDropIn):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_args(lr=lr, weight_decay=weight_decay)
         check_differentiable(differentiable)
         super().__init__(
             params,

@@ -10,6 +10,7 @@ from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import (
     TorchOptimDropIn,
+    check_args,
     check_differentiable,
     is_nonzero,
 )
@@ -118,18 +119,7 @@ class RMSprop(TorchOptimDropIn):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not momentum >= 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not alpha >= 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_args(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         check_differentiable(differentiable)
         super().__init__(
             params,
