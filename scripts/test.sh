@@ -17,6 +17,9 @@ if [ ! -x "$PY" ]; then
 fi
 echo "test.sh: installing optax_torch[test,lint] into $VENV (torch pinned by constraints.txt)" >&2
 "$PY" -m pip install --quiet -e ".[test,lint]" -c constraints.txt
+# Classy Vision 0.7.0 and its fvcore / iopath pin old releases of their dependencies: installed
+# without them (the test extra lists what they need; shared notes: they import on torch 2.13).
+"$PY" -m pip install --quiet --no-deps classy-vision==0.7.0 fvcore==0.1.5.post20221221 iopath==0.1.10
 
 echo "test.sh: ruff check" >&2
 "$PY" -m ruff check .

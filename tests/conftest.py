@@ -23,6 +23,32 @@ except ImportError:  # pragma: no cover
 import optax_torch.tree as otree
 
 
+def _torchvision_ops_missing() -> bool:
+    """Whether torchvision is installed but its compiled ops do not load (a registry wheel
+    built for another torch: importing it then fails on ``torchvision::nms``). Probed in a
+    subprocess, so that this process has not imported torchvision yet."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torchvision"], capture_output=True, text=True, timeout=300
+    )
+    return probe.returncode != 0 and "torchvision::nms" in probe.stderr
+
+
+# timm imports torchvision (never its ops): with a torchvision whose ops do not load next to
+# the CPU torch, define the two operator schemas it registers fake kernels for, so that
+# ``import timm`` works (shared/notes/timm-and-classy-on-cpu-torch.md). Kept alive for the session.
+_TORCHVISION_SHIM = None
+if _torchvision_ops_missing():
+    _TORCHVISION_SHIM = torch.library.Library("torchvision", "DEF")
+    _TORCHVISION_SHIM.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_SHIM.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
 class Pair(NamedTuple):
     """A NamedTuple node for test pytrees (module level, so JAX and torch both know it)."""
 

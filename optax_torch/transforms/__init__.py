@@ -2,6 +2,7 @@
 
 from optax_torch.transforms import adaptive as _adaptive
 from optax_torch.transforms import averaging as _averaging
+from optax_torch.transforms import caution as _caution
 from optax_torch.transforms import clipping as _clipping
 from optax_torch.transforms import conditionality as _conditionality
 from optax_torch.transforms import constraints as _constraints
@@ -24,6 +25,7 @@ from optax_torch.transforms import weight_decay as _weight_decay
 from optax_torch.transforms import zoom_linesearch as _zoom_linesearch
 from optax_torch.transforms.adaptive import *  # noqa: F403
 from optax_torch.transforms.averaging import *  # noqa: F403
+from optax_torch.transforms.caution import *  # noqa: F403
 from optax_torch.transforms.clipping import *  # noqa: F403
 from optax_torch.transforms.conditionality import *  # noqa: F403
 from optax_torch.transforms.constraints import *  # noqa: F403
@@ -53,6 +55,7 @@ __all__: list[str] = [
         for module in (
             _adaptive,
             _averaging,
+            _caution,
             _clipping,
             _conditionality,
             _constraints,
