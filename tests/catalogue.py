@@ -260,6 +260,9 @@ def _transforms() -> dict[str, Entry]:
         ),
         # Transformations added for the torch.optim drop-ins.
         "view_complex_as_real": built(lambda: otc.view_complex_as_real(otx.adam(0.1))),
+        "caution_adam": built(
+            lambda: otx.chain(otx.caution(otx.scale_by_adam()), otx.scale_by_learning_rate(0.1))
+        ),
         "dampened_trace": tx("dampened_trace", 0.9, dampening=0.1),
         "count_steps": tx("count_steps"),
         "scale_by_inverse_time_decay": tx("scale_by_inverse_time_decay", 0.01),
