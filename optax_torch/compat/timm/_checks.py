@@ -1,0 +1,41 @@
+"""timm's constructor checks, with timm's messages (shared by the timm drop-ins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["check_scalar", "max_lr_snapshot", "wd_factor"]
+
+
+def check_scalar(name: str, value: Any, min_value: float = 0.0, max_value: float | None = None):
+    """timm's ``_validate_scalar``: ``ValueError("Invalid <name>: <value>")``."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar or scalar tensor.")
+        value_float = float(value.detach().cpu())
+    else:
+        value_float = float(value)
+    if value_float < min_value or (max_value is not None and value_float >= max_value):
+        raise ValueError(f"Invalid {name}: {value}")
+
+
+def max_lr_snapshot(lr: Any, corrected_weight_decay: bool = False) -> float:
+    """timm's ``_max_lr_snapshot``: the constructor's lr, for corrected weight decay."""
+    max_lr = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
+    if corrected_weight_decay and max_lr <= 0:
+        raise ValueError(
+            f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
+            "optimizer with the peak lr."
+        )
+    return max_lr
+
+
+def wd_factor(lr: Any, weight_decay: Any, max_lr: float | None) -> Any:
+    """The decoupled decay coefficient *before* the learning rate: timm multiplies the params by
+    ``1 - s * weight_decay`` with ``s = lr`` or, corrected, ``s = lr ** 2 / max_lr``; the chain
+    adds ``weight_decay * p`` (times ``lr / max_lr`` when corrected) before ``-lr``."""
+    if max_lr is None:
+        return weight_decay
+    return lr / max_lr * weight_decay
