@@ -15,6 +15,7 @@ from optax_torch.base import (
 )
 from optax_torch.combine import chain
 from optax_torch.transforms import ScaleByAdamState, scale_by_learning_rate
+from optax_torch.transforms.caution import _cautious
 
 __all__ = ["adopt", "scale_by_adopt"]
 
@@ -35,6 +36,8 @@ def scale_by_adopt(
     nesterov: bool = False,
     use_clipping: bool = True,
     clip_value_fn: Callable[[torch.Tensor], torch.Tensor] = _default_clip_value,
+    caution: bool = False,
+    weight_decay: Num = 0.0,
 ) -> GradientTransformation:
     r"""Rescales updates by the ADOPT algorithm.
 
@@ -51,6 +54,11 @@ def scale_by_adopt(
     of the step count (default :math:`k^{1/4}`) when ``use_clipping``. With ``nesterov`` the
     update is :math:`\beta_1 m_k + (1-\beta_1)\tilde g_k`.
 
+    *Extensions* (timm's ``Adopt``, not in optax): with ``caution`` the update is masked where
+    its sign disagrees with the gradient (:func:`optax_torch.caution`'s rescaled mask, applied to
+    :math:`m_k` only); ``weight_decay`` adds decoupled decay :math:`\lambda p_k` to the update
+    from the second step on (the first update stays zero, as in timm).
+
     The state is :class:`optax_torch.ScaleByAdamState` (as optax's).
 
     Args:
@@ -62,6 +70,9 @@ def scale_by_adopt(
       use_clipping: clip the normalised gradients (default ``True``).
       clip_value_fn: the clipping value as a function of the (int32) step count; the default
         computes :math:`k^{1/4}` in float64.
+      caution: *extension*: cautious masking of the update (default ``False``).
+      weight_decay: *extension*: decoupled weight decay added after the first step (default 0);
+        needs ``params``.
 
     Reference: Taniguchi et al., 2024, https://arxiv.org/abs/2411.02853
 
@@ -72,6 +83,8 @@ def scale_by_adopt(
     _validate.check_decay("b1", b1)
     _validate.check_decay("b2", b2)
     _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("weight_decay", weight_decay)
+    decay = bool(weight_decay != 0)
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -82,7 +95,8 @@ def scale_by_adopt(
 
     @donation_safe  # state.nu is read before (never after) the op that replaces it
     def update_fn(updates, state, params=None):
-        del params
+        if decay and params is None:
+            raise ValueError("scale_by_adopt with weight_decay needs params")
         started = state.count > 0
         b1_ = torch.where(started, torch.as_tensor(b1, dtype=torch.float64), 1.0)
         b2_ = torch.where(started, torch.as_tensor(b2, dtype=torch.float64), 0.0)
@@ -93,6 +107,11 @@ def scale_by_adopt(
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2_, 2)
         mu = tree.update_moment(normed, state.mu, b1_, 1)
         out = tree.update_moment(normed, mu, b1_, 1) if nesterov else mu
+        if caution:
+            out = tree.map(lambda u, g: _cautious(u, g, 1e-3), out, updates)
+        if decay:
+            wd = torch.where(started, torch.as_tensor(weight_decay, dtype=torch.float64), 0.0)
+            out = tree.map(lambda u, p: u if u is None else u + wd * p, out, params)
         mu = tree.cast(mu, mu_dtype)
         count_inc = numerics.safe_increment(state.count)
         return out, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
