@@ -22,6 +22,7 @@ from optax_torch.base import GradientTransformation, Updates, donation_safe
 __all__ = [
     "FactoredRmsTorchState",
     "FactoredState",
+    "ScaleByNovogradAmsgradState",
     "ScaleByNovogradState",
     "ScaleByRelativeStepSizeState",
     "ScaleBySM3State",
@@ -487,6 +488,15 @@ class ScaleByNovogradState(NamedTuple):
     nu: Updates  # one 0-d tensor per parameter: the EMA of its squared gradient norm
 
 
+class ScaleByNovogradAmsgradState(NamedTuple):
+    """State of :func:`scale_by_novograd` with ``amsgrad=True``."""
+
+    count: torch.Tensor  # 0-d int32
+    mu: Updates
+    nu: Updates  # one 0-d tensor per parameter: the EMA of its squared gradient norm
+    nu_max: Updates  # one 0-d tensor per parameter: the running maximum of nu
+
+
 def scale_by_novograd(
     b1: Num = 0.9,
     b2: Num = 0.25,
@@ -494,6 +504,10 @@ def scale_by_novograd(
     eps_root: Num = 0.0,
     weight_decay: Num = 0.0,
     mu_dtype: torch.dtype | None = None,
+    *,
+    grad_averaging: bool = False,
+    amsgrad: bool = False,
+    nu_dtype: torch.dtype | None = None,
 ) -> GradientTransformation:
     r"""NovoGrad: layer-wise (per-tensor) second moments, momentum on the normalised gradient.
 
@@ -501,10 +515,12 @@ def scale_by_novograd(
 
     .. math::
         v_k = \beta_2 v_{k-1} + (1-\beta_2)\|g_k\|^2 \;(v_1 = \|g_1\|^2),\quad
-        m_k = \beta_1 m_{k-1} + \frac{g_k}{\sqrt{v_k + \epsilon_{root}} + \epsilon}
-              + \lambda p_k \;(m_0 = 0),\quad u_k = m_k
+        \hat v_k = v_k \;\text{or, with amsgrad,}\; \max(\hat v_{k-1}, v_k),\\
+        a_k = \frac{g_k}{\sqrt{\hat v_k + \epsilon_{root}} + \epsilon} + \lambda p_k,\quad
+        m_k = \beta_1 m_{k-1} + c\, a_k \;(m_0 = 0),\quad u_k = m_k
 
-    The first step is chosen with ``torch.where`` on the count (traceable). Needs ``params``.
+    with :math:`c = 1 - \beta_1` (``grad_averaging``) or :math:`1`. The first step is chosen
+    with ``torch.where`` on the count (traceable). Needs ``params``.
 
     Args:
       b1: momentum coefficient (default 0.9).
@@ -513,6 +529,14 @@ def scale_by_novograd(
       eps_root: added inside the square root (default 0).
       weight_decay: :math:`\lambda` (default 0).
       mu_dtype: optional dtype of the momentum (updates keep the gradients' dtype).
+      grad_averaging: keyword-only, scale the momentum's input by :math:`1-\beta_1` (default
+        False; timm's ``NvNovoGrad(grad_averaging=True)``).
+      amsgrad: keyword-only, normalise by the running maximum of :math:`v` (default False;
+        timm's ``NvNovoGrad(amsgrad=True)``); the state is then a
+        :class:`ScaleByNovogradAmsgradState`.
+      nu_dtype: keyword-only, optional dtype of :math:`v` (default: the params' dtype; timm's
+        ``NvNovoGrad`` keeps it in the default dtype, float32). :math:`v` is updated in its own
+        dtype, as ``v * b2 + (1 - b2) * |g|^2``.
 
     Reference: Ginsburg et al., 2019, https://arxiv.org/abs/1905.11286
 
@@ -527,29 +551,48 @@ def scale_by_novograd(
     V.check_non_negative("weight_decay", weight_decay)
 
     def init_fn(params):
-        return ScaleByNovogradState(
-            count=numerics.zero_count(),
-            mu=tree.zeros_like(params, dtype=mu_dtype),
-            nu=tree.map(lambda p: torch.zeros((), dtype=p.dtype, device=p.device), params),
-        )
+        def zero(p):
+            return torch.zeros((), dtype=nu_dtype or p.dtype, device=p.device)
+
+        mu = tree.zeros_like(params, dtype=mu_dtype)
+        if amsgrad:
+            nu = tree.map(zero, params)
+            return ScaleByNovogradAmsgradState(
+                numerics.zero_count(), mu, nu, tree.map(zero, params)
+            )
+        return ScaleByNovogradState(count=numerics.zero_count(), mu=mu, nu=tree.map(zero, params))
 
     @donation_safe
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("scale_by_novograd needs params: call update(updates, state, params)")
         count_inc = numerics.safe_increment(state.count)
-        sq_norms = tree.map(lambda g: torch.linalg.vector_norm(g) ** 2, updates)
-        sq_norms = tree.cast_like(sq_norms, state.nu)  # nu has the params' dtype, maybe complex
-        # First step: v_1 = |g_1|^2 exactly (an EMA with decay 0).
-        nu = tree.update_moment(sq_norms, state.nu, _where(count_inc == 1, 0.0, b2), 1)
-        nu = tree.cast_like(nu, state.nu)
-        denom = tree.add_scalar(tree.sqrt(tree.add_scalar(nu, eps_root)), eps)
+        sq_norms = tree.map(lambda g: torch.sum(numerics.abs_sq(g)), updates)
+        # In nu's dtype (the params', maybe complex, or nu_dtype), as v * b2 + (1 - b2) * |g|^2;
+        # first step: v_1 = |g_1|^2 exactly (an EMA with decay 0).
+        decay = _where(count_inc == 1, 0.0, b2)
+        nu = tree.map(
+            lambda n, v: (v * decay.to(v.real.dtype)).add(n * (1 - decay)).to(v.dtype),
+            sq_norms,
+            state.nu,
+        )
+        nu_hat = nu
+        if amsgrad:
+            nu_hat = tree.map(
+                lambda v, m: torch.maximum(v.real, m.real).to(v.dtype), nu, state.nu_max
+            )
+        denom = tree.add_scalar(tree.sqrt(tree.add_scalar(nu_hat, eps_root)), eps)
         addition = tree.div(updates, tree.cast_like(denom, updates))
         if isinstance(weight_decay, torch.Tensor) or weight_decay != 0:
             addition = tree.add_scale(addition, weight_decay, params)
+        if grad_averaging:
+            addition = tree.scale(1 - b1, addition)
         # m_0 = 0, so the first step's b1 * m_0 + a is a exactly.
         mu = tree.add_scale(addition, b1, tree.cast_like(state.mu, addition))
         mu = tree.cast(mu, mu_dtype)
-        return tree.cast_like(mu, updates), ScaleByNovogradState(count=count_inc, mu=mu, nu=nu)
+        out = tree.cast_like(mu, updates)
+        if amsgrad:
+            return out, ScaleByNovogradAmsgradState(count_inc, mu, nu, nu_hat)
+        return out, ScaleByNovogradState(count=count_inc, mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)

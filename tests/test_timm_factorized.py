@@ -1,0 +1,84 @@
+"""timm's Adafactor, AdafactorBigVision, NvNovoGrad and Adahessian drop-ins against timm 1.0,
+step by step (``tests/torch_optim_ref.py``), and the transforms they added."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+timm = pytest.importorskip("timm")
+
+import timm.optim as T  # noqa: E402
+from torch_optim_ref import (  # noqa: E402
+    check_resume,
+    check_signature,
+    check_state_like_torch,
+    train_pair,
+)
+
+from optax_torch.compat.timm.nvnovograd import NvNovoGrad  # noqa: E402
+from optax_torch.transforms.factorized import scale_by_novograd  # noqa: E402
+
+NV = [
+    dict(lr=0.01),
+    dict(lr=0.01, weight_decay=0.1, grad_averaging=True),
+    dict(lr=0.01, amsgrad=True, betas=(0.9, 0.5)),
+    dict(lr=0.01, weight_decay=0.1, decoupled_decay=True),
+    dict(lr=0.01, weight_decay=0.1, decoupled_decay=True, corrected_weight_decay=True),
+]
+
+
+def test_nvnovograd_signature():
+    check_signature(NvNovoGrad, T.NvNovoGrad)
+
+
+@pytest.mark.parametrize("kw", NV, ids=str)
+def test_nvnovograd_matches_timm(kw):
+    _, _, ref, ours = train_pair(NvNovoGrad, T.NvNovoGrad, kw, dict(lr=0.02, weight_decay=0.05))
+    check_state_like_torch(ref, ours)
+
+
+def test_nvnovograd_float32():
+    train_pair(NvNovoGrad, T.NvNovoGrad, NV[2], dict(lr=0.02), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kw", [NV[0], NV[2]], ids=str)
+def test_nvnovograd_resume(kw):
+    check_resume(NvNovoGrad, T.NvNovoGrad, kw, dict(lr=0.02))
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+        (dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
+        (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+        (dict(lr=0.0, corrected_weight_decay=True), "Corrected weight decay requires"),
+    ],
+)
+def test_nvnovograd_errors(kw, msg):
+    p = [torch.nn.Parameter(torch.ones(2))]
+    with pytest.raises(ValueError, match=msg) as ours:
+        NvNovoGrad(p, **kw)
+    with pytest.raises(ValueError) as ref:
+        T.NvNovoGrad(p, **kw)
+    assert str(ours.value) == str(ref.value)
+
+
+def test_scale_by_novograd_options():
+    params = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [torch.randn_like(p) for p in params]
+    saved = [g.clone() for g in grads]
+    tx = scale_by_novograd(0.9, 0.5, amsgrad=True, grad_averaging=True, nu_dtype=torch.float32)
+    state = tx.init(params)
+    assert state.nu[0].dtype == torch.float32 and state.nu_max[0].shape == ()
+    u, state = tx.update(grads, state, params)
+    assert all(torch.equal(g, s) for g, s in zip(grads, saved))
+    n0 = grads[0].square().sum().to(torch.float32)
+    torch.testing.assert_close(state.nu_max[0], n0)
+    torch.testing.assert_close(u[0], 0.1 * grads[0] / (n0.double().sqrt() + 1e-8))
+    _, state2 = tx.update([g * 0.01 for g in grads], state, params)
+    torch.testing.assert_close(state2.nu_max[0], n0)  # the maximum is kept
+    with pytest.raises(ValueError):
+        scale_by_novograd(b2=1.0, amsgrad=True)
