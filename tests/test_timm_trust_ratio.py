@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -39,10 +41,68 @@ def test_lion_float32_resume_signature():
     train_pair(C.Lion, T.Lion, dict(lr=1e-3, weight_decay=0.1, caution=True), dtype=torch.float32)
     check_resume(C.Lion, T.Lion, dict(lr=1e-3, weight_decay=0.1), dict(lr=2e-3))
     check_signature(C.Lion, T.Lion)
-    p = [torch.zeros(2, requires_grad=True)]
     for bad in (dict(lr=-1.0), dict(betas=(1.0, 0.9)), dict(betas=(0.9, -0.1))):
-        with pytest.raises(ValueError) as ours:
-            C.Lion(p, **bad)
-        with pytest.raises(ValueError) as ref:
-            T.Lion(p, **bad)
-        assert str(ours.value) == str(ref.value)
+        _same_error(C.Lion, T.Lion, bad)
+
+
+def _same_error(ours_cls: Any, ref_cls: Any, bad: dict[str, Any], exc: type = ValueError):
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(exc) as ours:
+        ours_cls(p, **bad)
+    with pytest.raises(exc) as ref:
+        ref_cls(p, **bad)
+    assert str(ours.value) == str(ref.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lars
+# ---------------------------------------------------------------------------------------------
+
+LARS_CASES = [
+    dict(lr=0.5),
+    dict(lr=0.5, weight_decay=0.1),
+    dict(lr=0.5, momentum=0.9, weight_decay=0.1, trust_coeff=0.01),
+    dict(lr=0.5, momentum=0.9, dampening=0.3, weight_decay=0.1, eps=1e-3),
+    dict(lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.1, trust_clip=True),
+    dict(lr=0.05, momentum=0.8, always_adapt=True, trust_clip=True, trust_coeff=0.02),
+    dict(lr=0.5, momentum=0.9, weight_decay=0.1, foreach=True),
+]
+
+
+@pytest.mark.parametrize("kw", LARS_CASES)
+def test_lars_matches_timm(kw):
+    _, _, ref, ours = train_pair(C.Lars, T.Lars, kw, dict(lr=0.3, weight_decay=0.0))
+    check_state_like_torch(ref, ours)
+
+
+def test_lars_float32_resume_signature_errors():
+    kw = dict(lr=0.5, momentum=0.9, weight_decay=0.1, trust_clip=True)
+    train_pair(C.Lars, T.Lars, kw, dtype=torch.float32)
+    check_resume(C.Lars, T.Lars, kw, dict(lr=0.3, weight_decay=0.0))
+    check_resume(C.Lars, T.Lars, dict(kw, dampening=0.2, trust_clip=False))
+    check_signature(C.Lars, T.Lars)
+    for bad in (
+        dict(lr=-1.0),
+        dict(momentum=-0.1),
+        dict(weight_decay=-1.0),
+        dict(nesterov=True),
+        dict(nesterov=True, momentum=0.9, dampening=0.1),
+    ):
+        _same_error(C.Lars, T.Lars, bad)
+
+
+def test_trust_ratio_lars_keywords():
+    from optax_torch.transforms.normalization import scale_by_trust_ratio
+
+    p = [torch.tensor([3.0, 4.0]), torch.zeros(2)]
+    g = [torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0])]
+    g0 = [x.clone() for x in g]
+    tx = scale_by_trust_ratio(trust_coefficient=0.5, weight_decay=0.1, trust_clip=2.0)
+    u, _ = tx.update(g, tx.init(p), p)
+    r = 0.5 * 5.0 / (1.0 + 0.1 * 5.0)
+    torch.testing.assert_close(u[0], min(r / 2.0, 1.0) * (g0[0] + 0.1 * p[0]))
+    torch.testing.assert_close(u[1], min(1.0 / 2.0, 1.0) * g0[1])  # zero param norm: ratio 1
+    assert all(torch.equal(a, b) for a, b in zip(g, g0))
+    for bad in (dict(weight_decay=-1.0), dict(trust_clip=0.0)):
+        with pytest.raises(ValueError):
+            scale_by_trust_ratio(**bad)

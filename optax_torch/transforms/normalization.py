@@ -135,6 +135,9 @@ def scale_by_trust_ratio(
     min_norm: Num = 0.0,
     trust_coefficient: Num = 1.0,
     eps: Num = 0.0,
+    *,
+    weight_decay: Num = 0.0,
+    trust_clip: Num | None = None,
 ) -> GradientTransformation:
     r"""Scales each update block by its layer-wise *trust ratio* (LARS, LAMB, Fromage).
 
@@ -156,11 +159,28 @@ def scale_by_trust_ratio(
 
     The choice is a ``torch.where`` per leaf (traceable, no host synchronisation). Needs ``params``.
 
+    Two keyword extensions give LARS / LARC as in NVIDIA apex and timm (``timm.optim.Lars``,
+    ``Lamb``): with ``weight_decay`` :math:`\lambda`, the ratio of the *incoming* update is
+    applied to the decayed update,
+
+    .. math::
+        r_b = \frac{c\, \lVert p_b \rVert}{\lVert u_b \rVert + \lambda \lVert p_b \rVert
+            + \epsilon},
+        \qquad u_b \leftarrow r_b\,(u_b + \lambda p_b),
+
+    and with ``trust_clip`` :math:`\tau` the ratio (after the zero-norm rule) becomes
+    :math:`\min(r_b / \tau, 1)`: LARC's clipping with :math:`\tau` the learning rate, LAMBC's
+    with :math:`\tau = 1`.
+
     Args:
       min_norm: lower bound of both norms (default ``0.0``: no clipping).
       trust_coefficient: the multiplier :math:`c` of the ratio (default ``1.0``; LARS uses
         ``1e-3``).
       eps: added to the update norm in the denominator (default ``0.0``).
+      weight_decay: keyword-only; L2 decay :math:`\lambda` added to the update after the ratio
+        is computed, its norm term in the denominator (default ``0.0``: none; LARS).
+      trust_clip: keyword-only; :math:`\tau`, clip the ratio to :math:`\min(r/\tau, 1)`
+        (default ``None``: no clipping; LARC, LAMBC).
 
     References:
       You et al., 2017, *Large Batch Training of Convolutional Networks* (LARS),
@@ -175,13 +195,28 @@ def scale_by_trust_ratio(
     _validate.check_non_negative("min_norm", min_norm)
     _validate.check_non_negative("trust_coefficient", trust_coefficient)
     _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("weight_decay", weight_decay)
+    if trust_clip is not None:
+        _validate.check_positive("trust_clip", trust_clip)
+    decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)
 
     def scale_block(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         param_norm = _safe_norm(p, min_norm)
         update_norm = _safe_norm(u, min_norm)
-        ratio = trust_coefficient * param_norm / (update_norm + eps)
+        if decays:
+            denom = update_norm + param_norm * _like(weight_decay, param_norm) + eps
+            ratio = trust_coefficient * param_norm / denom
+        else:
+            ratio = trust_coefficient * param_norm / (update_norm + eps)
         zero_norm = (param_norm == 0.0) | (update_norm == 0.0)
         ratio = torch.where(zero_norm, torch.ones_like(ratio), ratio)
+        if trust_clip is not None:
+            ratio = torch.clamp(ratio / _like(trust_clip, ratio), max=1.0)
+        if decays:  # torch.add with alpha: the decayed update as timm and apex compute it
+            if isinstance(weight_decay, torch.Tensor):
+                u = u + _like(weight_decay, p) * p
+            else:
+                u = torch.add(u, p, alpha=weight_decay)
         return u * _like(ratio, u)
 
     def init_fn(params):
