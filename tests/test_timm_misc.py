@@ -86,3 +86,112 @@ def test_rmsprop_tf_errors(kw):
     with pytest.raises(ValueError) as ours:
         RMSpropTF(p, **kw)
     assert str(ours.value) == str(ref.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Lookahead
+# --------------------------------------------------------------------------------------------
+
+
+def _lookahead(wrapper, base, **base_kw):
+    def make(params, **kw):
+        return wrapper(base(params, **base_kw), **kw)
+
+    return make
+
+
+# (our base, timm's base): optax_torch drop-ins under ours, the originals under timm's; and the
+# same plain torch optimizer under both.
+LOOKAHEAD_BASES = [
+    ("torch_optim.AdamW", "AdamW", dict(lr=0.01, weight_decay=0.05)),
+    ("timm.RMSpropTF", "RMSpropTF", dict(lr=0.01, momentum=0.9)),
+    ("plain", "SGD", dict(lr=0.05, momentum=0.9)),
+]
+
+
+def _bases(which, name):
+    from optax_torch.compat import torch_optim as C
+
+    if which == "torch_optim.AdamW":
+        return C.AdamW, torch.optim.AdamW
+    if which == "timm.RMSpropTF":
+        return RMSpropTF, T.RMSpropTF
+    return getattr(torch.optim, name), getattr(torch.optim, name)
+
+
+def test_lookahead_signature():
+    check_signature(T.Lookahead, T.Lookahead)  # the harness compares names, kinds and defaults
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    check_signature(Lookahead, T.Lookahead)
+
+
+@pytest.mark.parametrize("which,name,base_kw", LOOKAHEAD_BASES, ids=lambda x: str(x))
+@pytest.mark.parametrize("kw", [dict(), dict(alpha=0.3, k=3), dict(alpha=1.0, k=1)], ids=str)
+def test_lookahead_matches_timm(which, name, base_kw, kw):
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    ours_base, ref_base = _bases(which, name)
+    _, _, ref, ours = train_pair(
+        _lookahead(Lookahead, ours_base, **base_kw),
+        _lookahead(T.Lookahead, ref_base, **base_kw),
+        kw,
+        dict(lr=0.02),
+    )
+    check_state_like_torch(ref._base_optimizer, ours._base_optimizer)
+    check_state_like_torch(ref, ours)
+    assert ours.state_dict()["param_groups"][0]["lookahead_step"] == 20
+
+
+def test_lookahead_float32():
+    from optax_torch.compat import torch_optim as C
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    train_pair(
+        _lookahead(Lookahead, C.AdamW, lr=0.01),
+        _lookahead(T.Lookahead, torch.optim.AdamW, lr=0.01),
+        dict(alpha=0.5, k=3),
+        dict(lr=0.02),
+        dtype=torch.float32,
+    )
+
+
+@pytest.mark.parametrize("which,name,base_kw", LOOKAHEAD_BASES, ids=lambda x: str(x))
+def test_lookahead_resume(which, name, base_kw):
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    ours_base, ref_base = _bases(which, name)
+    check_resume(
+        _lookahead(Lookahead, ours_base, **base_kw),
+        _lookahead(T.Lookahead, ref_base, **base_kw),
+        dict(alpha=0.6, k=4),
+        dict(lr=0.02),
+    )
+
+
+def test_lookahead_loads_base_state_without_lookahead():
+    from optax_torch.compat import torch_optim as C
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    base = C.AdamW([p], lr=0.1)
+    p.grad = torch.ones_like(p)
+    base.step()
+    opt = Lookahead(C.AdamW([torch.nn.Parameter(p.detach().clone())], lr=0.1), k=2)
+    opt.load_state_dict(base.state_dict())
+    assert opt.param_groups[0]["lookahead_step"] == 0
+    assert opt.param_groups[0]["lookahead_k"] == 2
+
+
+@pytest.mark.parametrize("kw", [dict(alpha=-0.1), dict(alpha=1.5), dict(k=0)], ids=str)
+def test_lookahead_errors(kw):
+    from optax_torch.compat.timm.lookahead import Lookahead
+
+    def base():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+
+    with pytest.raises(ValueError) as ref:
+        T.Lookahead(base(), **kw)
+    with pytest.raises(ValueError) as ours:
+        Lookahead(base(), **kw)
+    assert str(ours.value) == str(ref.value)
