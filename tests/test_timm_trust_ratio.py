@@ -106,3 +106,54 @@ def test_trust_ratio_lars_keywords():
     for bad in (dict(weight_decay=-1.0), dict(trust_clip=0.0)):
         with pytest.raises(ValueError):
             scale_by_trust_ratio(**bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# MADGRAD
+# ---------------------------------------------------------------------------------------------
+
+MADGRAD_CASES = [
+    dict(lr=1e-2),
+    dict(lr=1e-2, momentum=0.0),
+    dict(lr=1e-2, weight_decay=0.1),
+    dict(lr=1e-2, weight_decay=0.1, decoupled_decay=True),
+    dict(lr=1e-2, momentum=0.0, weight_decay=0.1, decoupled_decay=True, eps=1e-4),
+    dict(lr=1e-2, momentum=0.0, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("kw", MADGRAD_CASES)
+def test_madgrad_matches_timm(kw):
+    _, _, ref, ours = train_pair(C.MADGRAD, T.MADGRAD, kw, dict(lr=2e-2, weight_decay=0.0))
+    check_state_like_torch(ref, ours)
+
+
+def test_madgrad_float32_resume_signature_errors():
+    kw = dict(lr=1e-2, weight_decay=0.1, decoupled_decay=True)
+    train_pair(C.MADGRAD, T.MADGRAD, kw, dtype=torch.float32)
+    check_resume(C.MADGRAD, T.MADGRAD, kw, dict(lr=2e-2, weight_decay=0.0))
+    check_resume(C.MADGRAD, T.MADGRAD, dict(kw, momentum=0.0))
+    check_signature(C.MADGRAD, T.MADGRAD)
+    for bad in (dict(lr=0.0), dict(momentum=1.0), dict(weight_decay=-1.0), dict(eps=-1.0)):
+        _same_error(C.MADGRAD, T.MADGRAD, bad)
+
+
+def test_scale_by_madgrad_keywords():
+    from optax_torch.contrib.madgrad import scale_by_madgrad
+
+    p = [torch.tensor([1.0, -2.0])]
+    g = [torch.tensor([0.5, 0.25])]
+    g0, p0 = [g[0].clone()], [p[0].clone()]
+    tx = scale_by_madgrad(0.1, momentum=0.0, keep_x0=False, decoupled_weight_decay=0.5)
+    state = tx.init(p)
+    assert state.x0 == ()
+    u, state = tx.update(g, state, p)
+    lamb = 0.1 + 1e-6
+    x = p0[0] * (1 - 0.1 * 0.5)
+    expected = x - lamb * g0[0] / ((lamb * g0[0] ** 2) ** (1 / 3) + 1e-6)
+    torch.testing.assert_close(p0[0] + u[0], expected)
+    assert torch.equal(g[0], g0[0]) and torch.equal(p[0], p0[0])
+    with pytest.raises(ValueError):
+        scale_by_madgrad(0.1, momentum=0.9, keep_x0=False)
+    with pytest.raises(ValueError):
+        scale_by_madgrad(0.1, decoupled_weight_decay=-1.0)

@@ -29,7 +29,7 @@ class MadgradState(NamedTuple):
     count: torch.Tensor  # 0-d int32
     grad_sum_sq: Updates  # weighted sum of squared gradients (G_k)
     s: Updates  # weighted sum of gradients (s_k)
-    x0: Params  # the initial parameters (x_0)
+    x0: Params  # the initial parameters (x_0); () when recomputed (keep_x0=False)
 
 
 def _cbrt(x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,9 @@ def scale_by_madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: Num = 0.9,
     eps: Num = 1e-6,
+    *,
+    decoupled_weight_decay: Num = 0.0,
+    keep_x0: bool = True,
 ) -> GradientTransformation:
     r"""Rescales updates by MADGRAD (dual averaging with a cube-root adaptive scale).
 
@@ -55,11 +58,23 @@ def scale_by_madgrad(
     The learning rate is part of the transformation (the update is a full step, not to be
     scaled again). ``params`` are required; the state keeps a copy of the initial params.
 
+    Keyword extensions (timm's ``MADGRAD``): ``decoupled_weight_decay`` :math:`\lambda` shrinks
+    the iterate first, :math:`x_k \leftarrow (1 - \eta_k \lambda)\, x_k`, and the step above
+    runs from the shrunk :math:`x_k` (the update is still taken from the unshrunk one).
+    ``keep_x0=False`` (only with :math:`\mu = 0`) keeps no copy of :math:`x_0` (the state's
+    ``x0`` is ``()``): it is recomputed each step as
+    :math:`x_0 = x_k + s_k / (G_k^{1/3} + \epsilon)`, exact for :math:`\mu = 0` and, with
+    decoupled decay, the facebookresearch / timm form (the decay then also shrinks
+    :math:`x_0`).
+
     Args:
       learning_rate: a number, a 0-d tensor or a schedule (of the step count).
       momentum: :math:`\mu`, in [0, 1) (default 0.9).
       eps: added to the learning rate and to the cube root (default 1e-6), as the official
         PyTorch implementation.
+      decoupled_weight_decay: keyword-only; :math:`\lambda` (default 0: none).
+      keep_x0: keyword-only; keep :math:`x_0` in the state (default ``True``); ``False``
+        needs ``momentum == 0``.
 
     Reference: Defazio & Jelassi, `Adaptivity without Compromise: A Momentumized, Adaptive, Dual
     Averaged Gradient Method for Stochastic Optimization <https://arxiv.org/abs/2101.11075>`_,
@@ -72,13 +87,17 @@ def scale_by_madgrad(
     _validate.check_finite("learning_rate", learning_rate)
     _validate.check_decay("momentum", momentum)
     _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("decoupled_weight_decay", decoupled_weight_decay)
+    if not keep_x0 and not (isinstance(momentum, int | float) and momentum == 0):
+        raise ValueError(f"scale_by_madgrad: keep_x0=False needs momentum == 0, got {momentum}")
+    decays = not (isinstance(decoupled_weight_decay, int | float) and decoupled_weight_decay == 0)
 
     def init_fn(params):
         return MadgradState(
             count=numerics.zero_count(),
             grad_sum_sq=tree.zeros_like(params),
             s=tree.zeros_like(params),
-            x0=tree.map(torch.clone, params),
+            x0=tree.map(torch.clone, params) if keep_x0 else (),
         )
 
     @donation_safe
@@ -88,11 +107,18 @@ def scale_by_madgrad(
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         steps = numerics.safe_increment(state.count).to(torch.float64)
         lamb = (lr + eps) * torch.sqrt(steps)
+        x = tree.scale(1 - lr * decoupled_weight_decay, params) if decays else params
+        if keep_x0:
+            x0 = state.x0
+        else:  # x_0 from the iterate and the old sums
+            x0 = tree.add(
+                x, tree.div(state.s, tree.add_scalar(tree.map(_cbrt, state.grad_sum_sq), eps))
+            )
         grad_sum_sq = tree.add_scale(state.grad_sum_sq, lamb, tree.mul(updates, updates))
         s = tree.add_scale(state.s, lamb, updates)
         sigma = tree.add_scalar(tree.map(_cbrt, grad_sum_sq), eps)
-        z = tree.sub(state.x0, tree.div(s, sigma))
-        x_new = tree.add_scale(tree.scale(1 - momentum, z), momentum, params)
+        z = tree.sub(x0, tree.div(s, sigma))
+        x_new = z if not keep_x0 else tree.add_scale(tree.scale(1 - momentum, z), momentum, x)
         out = tree.sub(x_new, params)
         new_state = MadgradState(
             count=numerics.safe_increment(state.count),
