@@ -404,11 +404,27 @@ def test_create_optimizer_v2_trajectory(name, layer_decay):
         ("adam", dict(lr=1e-2, layer_decay=0.5, layer_decay_min_scale=0.3)),
         ("adam", dict(lr=1e-2, layer_decay=0.5, layer_decay_no_opt_scale=0.3)),
         ("rmsprop", dict(lr=1e-3, weight_decay=0.01, alpha=0.95)),
+        ("adamw", dict(lr=1e-2, weight_decay=0.05, fallback_list=["head.*"])),  # use_fallback
+        ("muon", dict(lr=1e-2, weight_decay=0.05, fallback_list=["embed.*"])),
+        ("nmuon", dict(lr=1e-2, weight_decay=0.05, fallback_no_weight_decay=True)),
+        ("muon", dict(lr=1e-2, weight_decay=0.05, layer_decay=0.8, fallback_list=["blocks.2*"])),
     ],
 )
 def test_create_optimizer_v2_options(name, kwargs):
     _ours_class_or_skip(name)
     _run_pair(name, kwargs)
+
+
+@pytest.mark.parametrize("model_name", ["test_vit", "test_resnet"])
+@pytest.mark.parametrize("layer_decay", [None, 0.65])
+def test_create_optimizer_v2_groups_timm_models(model_name, layer_decay):
+    m_ours, m_ref = copy.deepcopy(MODELS[model_name]), copy.deepcopy(MODELS[model_name])
+    kw = dict(lr=1e-3, weight_decay=0.05, layer_decay=layer_decay)
+    opt_ours = ofactory.create_optimizer_v2(m_ours, "adamw", **kw)
+    opt_ref = topt.create_optimizer_v2(m_ref, "adamw", **kw)
+    _compare_groups(m_ours, opt_ours, m_ref, opt_ref)
+    if layer_decay is not None:
+        assert len(opt_ref.param_groups) > 4  # several layers, decay and no-decay
 
 
 def test_create_optimizer_v2_float32():
