@@ -180,6 +180,16 @@ def test_exceptions_out_of_range_like_classy():
         _same_python(ours, ref, [1.0, 1.5, -0.5, -1e-9, 0.9999999])
 
 
+def test_tensor_where_out_of_range_clamps_instead_of_raising():
+    one = torch.tensor([1.0, 1.5], dtype=F64)
+    assert P.ConstantParamScheduler(0.5)(one).tolist() == [0.5, 0.5]
+    assert P.StepParamScheduler(3, [3.0, 2.0, 1.0])(one).tolist() == [1.0, 1.0]
+    assert P.StepParamScheduler(3, [3.0, 2.0, 1.0])(torch.tensor(-0.5)).item() == 3.0
+    assert P.MultiStepParamScheduler([3.0, 2.0], milestones=[1, 2])(one).tolist() == [2.0, 2.0]
+    with pytest.raises(AttributeError):
+        _ = P.ClassyParamScheduler.update_interval  # unset, as in Classy
+
+
 def test_exponential_matches_fvcore():
     for kw in ({"start_value": 2.0, "decay": 0.02}, {"start_value": 0.1, "decay": 3}):
         ours, ref = P.ExponentialParamScheduler(**kw), fv.ExponentialParamScheduler(**kw)

@@ -162,7 +162,7 @@ class ClassyParamScheduler(ParamScheduler):
         batch)
     """
 
-    update_interval: UpdateInterval = UpdateInterval.STEP
+    update_interval: UpdateInterval
 
     def __init__(self, update_interval: UpdateInterval):
         """Constructor for ClassyParamScheduler.
