@@ -16,8 +16,12 @@ from torch_optim_ref import (  # noqa: E402
     train_pair,
 )
 
+from optax_torch.compat.timm.adafactor_bv import AdafactorBigVision  # noqa: E402
 from optax_torch.compat.timm.nvnovograd import NvNovoGrad  # noqa: E402
-from optax_torch.transforms.factorized import scale_by_novograd  # noqa: E402
+from optax_torch.transforms.factorized import (  # noqa: E402
+    scale_by_factored_rms,
+    scale_by_novograd,
+)
 
 NV = [
     dict(lr=0.01),
@@ -82,3 +86,105 @@ def test_scale_by_novograd_options():
     torch.testing.assert_close(state2.nu_max[0], n0)  # the maximum is kept
     with pytest.raises(ValueError):
         scale_by_novograd(b2=1.0, amsgrad=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# AdafactorBigVision (the test net's weights: (7, 5), (2, 1, 3), (3, 10))
+# ----------------------------------------------------------------------------------------------
+
+BV = [
+    dict(lr=0.01, momentum_dtype=torch.float64, min_dim_size_to_factor=2),
+    dict(lr=0.01, min_dim_size_to_factor=3),  # bfloat16 momentum (the default)
+    dict(
+        lr=0.01,
+        momentum=None,
+        decay_offset=3,
+        clipping_threshold=0.5,
+        weight_decay=0.1,
+        min_dim_size_to_factor=2,
+    ),
+    dict(lr=0.01, caution=True, momentum_dtype="float32", weight_decay=0.1, unscaled_wd=True),
+    dict(
+        lr=0.01,
+        caution=True,
+        weight_decay=0.1,
+        corrected_weight_decay=True,
+        beta2_cap=0.5,
+        decay_rate=0.6,
+        eps=1e-10,
+        min_dim_size_to_factor=1,
+    ),
+    dict(lr=0.01, weight_decay=0.1, unscaled_wd=True, corrected_weight_decay=True),
+]
+
+
+def test_adafactor_bv_signature():
+    check_signature(AdafactorBigVision, T.AdafactorBigVision)
+
+
+@pytest.mark.parametrize("kw", BV, ids=str)
+def test_adafactor_bv_matches_timm(kw):
+    _, _, ref, ours = train_pair(
+        AdafactorBigVision, T.AdafactorBigVision, kw, dict(lr=0.02, weight_decay=0.05)
+    )
+    check_state_like_torch(ref, ours)
+
+
+def test_adafactor_bv_float32():
+    train_pair(AdafactorBigVision, T.AdafactorBigVision, BV[2], dict(lr=0.02), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kw", [BV[0], BV[1], BV[3]], ids=str)
+def test_adafactor_bv_resume(kw):
+    check_resume(AdafactorBigVision, T.AdafactorBigVision, kw, dict(lr=0.02))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lr=-1.0),
+        dict(weight_decay=-0.1),
+        dict(lr=torch.ones(2)),
+        dict(lr=0.0, corrected_weight_decay=True),
+    ],
+    ids=str,
+)
+def test_adafactor_bv_errors(kw):
+    p = [torch.nn.Parameter(torch.ones(2))]
+    with pytest.raises(ValueError) as ours:
+        AdafactorBigVision(p, **kw)
+    with pytest.raises(ValueError) as ref:
+        T.AdafactorBigVision(p, **kw)
+    assert str(ours.value) == str(ref.value)
+    with pytest.raises(AssertionError, match="float8 dtype not supported"):
+        AdafactorBigVision(p, momentum_dtype="float8")
+
+
+def test_scale_by_factored_rms_keepdims():
+    params = [torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [torch.randn_like(p) for p in params]
+    saved = [g.clone() for g in grads]
+    tx = scale_by_factored_rms(
+        min_dim_size_to_factor=4,
+        step_offset=2,
+        keepdims=True,
+        clip_offset_step=True,
+        beta2_cap=0.9,
+    )
+    ref = scale_by_factored_rms(
+        min_dim_size_to_factor=4, step_offset=2, decay_rate_fn=lambda i, r: 1 - (i + 3.0) ** -r
+    )
+    state, sref = tx.init(params), ref.init(params)
+    assert state.v_row[0].shape == (3, 4, 1) and state.v_col[0].shape == (3, 1, 5)
+    assert state.v[0] is None and state.v_row[1] is None and state.v_col[1] is None
+    u, state = tx.update(grads, state, params)  # step 1: the decay is 0, as the reference's
+    assert all(torch.equal(g, s) for g, s in zip(grads, saved))
+    with torch.no_grad():
+        uref, sref = ref.update(grads, sref, params)
+    for a, b in zip(u, uref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    torch.testing.assert_close(state.v_row[0].squeeze(-1), sref.v_row[0], rtol=1e-12, atol=0)
+    u, state = tx.update(grads, state, params)  # step 2: decay 1 - 1 ** -0.8 = 0, capped
+    assert state.count == 2
+    with pytest.raises(ValueError):
+        scale_by_factored_rms(beta2_cap=-1.0)

@@ -97,13 +97,17 @@ def scale_by_factored_rms(
     min_dim_size_to_factor: int = 128,
     epsilon: Num = 1e-30,
     decay_rate_fn: Callable[[torch.Tensor, Num], torch.Tensor] = _decay_rate_pow,
+    *,
+    beta2_cap: Num | None = None,
+    clip_offset_step: bool = False,
+    keepdims: bool = False,
 ) -> GradientTransformation:
     r"""Scales updates by a factored estimate of the root mean squared gradient (Adafactor).
 
     With :math:`\hat\beta_k` = ``decay_rate_fn(k - step_offset, decay_rate)`` (default
-    :math:`1 - (k+1)^{-0.8}`, computed in float64; optax uses float32) and
-    :math:`G = g^2 + \epsilon`: for a parameter whose two largest axes (rows :math:`r`, columns
-    :math:`c`) both have at least ``min_dim_size_to_factor`` entries,
+    :math:`1 - (k+1)^{-0.8}`, computed in float64; optax uses float32), capped at ``beta2_cap``
+    if given, and :math:`G = g^2 + \epsilon`: for a parameter whose two largest axes (rows
+    :math:`r`, columns :math:`c`) both have at least ``min_dim_size_to_factor`` entries,
 
     .. math::
         R_k = \hat\beta_k R_{k-1} + (1-\hat\beta_k)\,\mathrm{mean}_c G,\quad
@@ -122,6 +126,14 @@ def scale_by_factored_rms(
         (default 128).
       epsilon: added to the squared gradient (default 1e-30).
       decay_rate_fn: ``(step, decay_rate) -> decay`` (default: Adafactor's power schedule).
+      beta2_cap: keyword-only, the largest decay :math:`\hat\beta_k` (default ``None``: no cap;
+        big_vision's and timm's ``AdafactorBigVision`` use ``0.999``).
+      clip_offset_step: keyword-only, steps before ``step_offset`` use the first step's decay
+        (big_vision's / timm's :math:`\max(k - \text{offset}, 1)`); default ``False`` (optax's
+        schedule, undefined there).
+      keepdims: keyword-only, keep the row and column statistics with the reduced axis as size 1
+        and ``None`` instead of the ``(1,)`` placeholders (timm's ``AdafactorBigVision``
+        layout), default ``False`` (optax's).
 
     References:
       Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235;
@@ -135,16 +147,22 @@ def scale_by_factored_rms(
     V.check_non_negative("step_offset", step_offset)
     V.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
     V.check_non_negative("epsilon", epsilon)
+    if beta2_cap is not None:
+        V.check_non_negative("beta2_cap", beta2_cap)
 
     def init_one(p: torch.Tensor):
         dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
-        one = p.new_zeros((1,))
+        one = None if keepdims else p.new_zeros((1,))
         if dims is not None:
             d1, d0 = dims
-            row_shape = [n for i, n in enumerate(p.shape) if i != d0]
-            col_shape = [n for i, n in enumerate(p.shape) if i != d1]
+            if keepdims:
+                row_shape = [1 if i == d0 else n for i, n in enumerate(p.shape)]
+                col_shape = [1 if i == d1 else n for i, n in enumerate(p.shape)]
+            else:
+                row_shape = [n for i, n in enumerate(p.shape) if i != d0]
+                col_shape = [n for i, n in enumerate(p.shape) if i != d1]
             return p.new_zeros(row_shape), p.new_zeros(col_shape), one
-        return one, p.new_zeros((1,)), torch.zeros_like(p)
+        return one, None if keepdims else p.new_zeros((1,)), torch.zeros_like(p)
 
     def init_fn(params):
         flat, spec = tree.flatten(params)
@@ -159,27 +177,37 @@ def scale_by_factored_rms(
     def update_one(g, v_row, v_col, v, p, decay):
         dtype = p.dtype
         grad_sqr = numerics.abs_sq(g) + epsilon
-        placeholder = p.new_zeros((1,))
+        placeholder = None if keepdims else p.new_zeros((1,))
         dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
         if dims is not None:
             d1, d0 = dims
-            new_v_row = (decay * v_row + (1.0 - decay) * grad_sqr.mean(dim=d0)).to(dtype)
-            new_v_col = (decay * v_col + (1.0 - decay) * grad_sqr.mean(dim=d1)).to(dtype)
-            reduced_d1 = d1 - 1 if d1 > d0 else d1
+            row_mean = grad_sqr.mean(dim=d0, keepdim=keepdims)
+            col_mean = grad_sqr.mean(dim=d1, keepdim=keepdims)
+            new_v_row = (decay * v_row + (1.0 - decay) * row_mean).to(dtype)
+            new_v_col = (decay * v_col + (1.0 - decay) * col_mean).to(dtype)
+            reduced_d1 = d1 if keepdims else (d1 - 1 if d1 > d0 else d1)
             row_col_mean = new_v_row.mean(dim=reduced_d1, keepdim=True)
             row_factor = (new_v_row / row_col_mean) ** -0.5
             col_factor = new_v_col**-0.5
-            update = g * row_factor.unsqueeze(d0) * col_factor.unsqueeze(d1)
+            if not keepdims:
+                row_factor, col_factor = row_factor.unsqueeze(d0), col_factor.unsqueeze(d1)
+            update = g * row_factor * col_factor
             return update, new_v_row, new_v_col, placeholder
         new_v = (decay * v + (1.0 - decay) * grad_sqr).to(dtype)
-        return g * new_v**-0.5, placeholder, p.new_zeros((1,)), new_v
+        return g * new_v**-0.5, placeholder, None if keepdims else p.new_zeros((1,)), new_v
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(
                 "scale_by_factored_rms needs params: call update(updates, state, params)"
             )
-        decay = decay_rate_fn(state.count - step_offset, decay_rate)
+        step = state.count - step_offset
+        if clip_offset_step:
+            step = torch.clamp(step, min=0)
+        decay = decay_rate_fn(step, decay_rate)
+        if beta2_cap is not None:
+            cap = torch.as_tensor(beta2_cap, dtype=decay.dtype, device=decay.device)
+            decay = torch.minimum(cap, decay)
         flat_g, spec = tree.flatten(updates)
         flat_r = tree.flatten(state.v_row)[0]
         flat_c = tree.flatten(state.v_col)[0]
