@@ -419,7 +419,7 @@ def test_create_optimizer_v2_options(name, kwargs):
 @pytest.mark.parametrize("layer_decay", [None, 0.65])
 def test_create_optimizer_v2_groups_timm_models(model_name, layer_decay):
     m_ours, m_ref = copy.deepcopy(MODELS[model_name]), copy.deepcopy(MODELS[model_name])
-    kw = dict(lr=1e-3, weight_decay=0.05, layer_decay=layer_decay)
+    kw: dict[str, Any] = dict(lr=1e-3, weight_decay=0.05, layer_decay=layer_decay)
     opt_ours = ofactory.create_optimizer_v2(m_ours, "adamw", **kw)
     opt_ref = topt.create_optimizer_v2(m_ref, "adamw", **kw)
     _compare_groups(m_ours, opt_ours, m_ref, opt_ref)
