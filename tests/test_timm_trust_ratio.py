@@ -157,3 +157,56 @@ def test_scale_by_madgrad_keywords():
         scale_by_madgrad(0.1, momentum=0.9, keep_x0=False)
     with pytest.raises(ValueError):
         scale_by_madgrad(0.1, decoupled_weight_decay=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mars
+# ---------------------------------------------------------------------------------------------
+
+MARS_CASES = [
+    dict(lr=3e-3),
+    dict(lr=3e-3, weight_decay=0.1, gamma=0.05),
+    dict(lr=3e-3, weight_decay=0.1, caution=True, betas_1d=(0.8, 0.9), lr_1d_factor=0.5),
+    dict(lr=3e-3, weight_decay=0.1, optimize_1d=True, eps=1e-6),
+    dict(lr=3e-3, weight_decay=0.1, mars_type="lion"),
+    dict(lr=3e-3, mars_type="lion", caution=True, optimize_1d=True),
+]
+
+
+@pytest.mark.parametrize("kw", MARS_CASES)
+def test_mars_matches_timm(kw):
+    _, _, ref, ours = train_pair(C.Mars, T.Mars, kw, dict(lr=6e-3, weight_decay=0.0))
+    check_state_like_torch(ref, ours)
+
+
+def test_mars_float32_resume_signature_errors():
+    kw = dict(lr=3e-3, weight_decay=0.1, caution=True, lr_1d_factor=0.5)
+    train_pair(C.Mars, T.Mars, kw, dtype=torch.float32)
+    check_resume(C.Mars, T.Mars, kw, dict(lr=6e-3, weight_decay=0.0))
+    check_signature(C.Mars, T.Mars)
+    for bad in (dict(lr=-1.0), dict(eps=-1.0), dict(betas=(1.0, 0.9)), dict(betas=(0.9, 1.0))):
+        _same_error(C.Mars, T.Mars, bad)
+    _same_error(C.Mars, T.Mars, dict(mars_type="sgd"), AssertionError)
+
+
+def test_scale_by_mars_functional():
+    from optax_torch.transforms.mars import scale_by_mars
+
+    p = [torch.ones(2, 3), torch.ones(3)]
+    g = [torch.full((2, 3), 0.5), torch.full((3,), -0.5)]
+    g0 = [x.clone() for x in g]
+    tx = scale_by_mars()
+    state = tx.init(p)
+    u, state = tx.update(g, state, p)
+    assert [x.shape for x in u] == [(2, 3), (3,)]
+    assert all(torch.equal(a, b) for a, b in zip(g, g0))
+    assert torch.equal(state.last_grad[0], g0[0]) and int(state.count) == 1
+    bads: list[dict[str, Any]] = [
+        dict(b1=1.0),
+        dict(eps=-1.0),
+        dict(mars_type="sgd"),
+        dict(betas_1d=(0.9, 1.5)),
+    ]
+    for bad in bads:
+        with pytest.raises(ValueError):
+            scale_by_mars(**bad)

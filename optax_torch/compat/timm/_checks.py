@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["check_scalar", "max_lr_snapshot", "wd_factor"]
+__all__ = ["check_scalar", "int_steps", "max_lr_snapshot", "wd_factor"]
 
 
 def check_scalar(name: str, value: Any, min_value: float = 0.0, max_value: float | None = None):
@@ -39,3 +39,14 @@ def wd_factor(lr: Any, weight_decay: Any, max_lr: float | None) -> Any:
     if max_lr is None:
         return weight_decay
     return lr / max_lr * weight_decay
+
+
+def int_steps(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the per-parameter ``step`` counts as Python ints, timm's type for the
+    optimizers that count in Python (MADGRAD, Mars): a tensor count would make timm compute its
+    bias corrections in float32 after loading."""
+    for entry in state_dict["state"].values():
+        step = entry.get("step")
+        if isinstance(step, Tensor):
+            entry["step"] = int(step)
+    return state_dict

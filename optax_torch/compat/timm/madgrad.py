@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import int_steps
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.contrib.madgrad import scale_by_madgrad
 from optax_torch.transforms import add_decayed_weights
@@ -86,3 +87,7 @@ class MADGRAD(TorchOptimDropIn):
             weight_decay=weight_decay,
             decoupled_decay=decoupled_decay,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        # timm counts steps in Python ints (see int_steps).
+        return int_steps(super().state_dict())
