@@ -29,6 +29,20 @@ __all__ = [
 Num = float | torch.Tensor
 
 
+def _rms_clip(updates, grads, denom_of, clipping_threshold):
+    """Divides each leaf of ``updates`` by ``max(1, rms(g / d) / clipping_threshold)`` with ``d``
+    the leaf's Adam denominator (``denom_of(grads)`` gives ``g / d``): timm's RMS update clip."""
+    ratios = denom_of(grads)
+
+    def clip(u, r):
+        if u is None or r is None:
+            return u
+        rms = torch.linalg.vector_norm(r) / (r.numel() ** 0.5)
+        return u / torch.clamp_min(rms / clipping_threshold, 1.0)
+
+    return tree.map(clip, updates, ratios)
+
+
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`."""
 
@@ -45,6 +59,8 @@ def scale_by_adam(
     mu_dtype: torch.dtype | None = None,
     *,
     nesterov: bool = False,
+    nesterov_shared_debias: bool = False,
+    clipping_threshold: float | None = None,
 ) -> GradientTransformation:
     r"""Rescales updates by Adam's bias-corrected moment estimates.
 
@@ -54,7 +70,13 @@ def scale_by_adam(
         u_k = \hat m_k / (\sqrt{\hat v_k + \epsilon_{root}} + \epsilon)
 
     With ``nesterov=True``, :math:`\hat m_k = \beta_1 m_k/(1-\beta_1^{k+1}) + (1-\beta_1) g_k /
-    (1-\beta_1^k)` (NAdam as in optax, Dozat 2016 without the momentum schedule).
+    (1-\beta_1^k)` (NAdam as in optax, Dozat 2016 without the momentum schedule); with also
+    ``nesterov_shared_debias=True``, :math:`\hat m_k = (\beta_1 m_k + (1-\beta_1) g_k) /
+    (1-\beta_1^k)` (NAdamW of timm and of the MLCommons AlgoPerf baseline).
+
+    With ``clipping_threshold`` :math:`c` (StableAdamW's RMS update clipping, timm's form), each
+    leaf's update is divided by :math:`\max(1, \operatorname{rms}(g_k / d_k) / c)`, with
+    :math:`d_k = \sqrt{\hat v_k + \epsilon_{root}} + \epsilon` its denominator.
 
     Args:
       b1, b2: decay rates of the first and second moments.
@@ -62,8 +84,13 @@ def scale_by_adam(
       eps_root: added inside the square root (useful when differentiating through the step).
       mu_dtype: optional dtype of the first moment (e.g. ``torch.bfloat16`` to save memory).
       nesterov: use Nesterov momentum.
+      nesterov_shared_debias: *extension* (not in optax), default ``False``; with ``nesterov``,
+        debias :math:`\beta_1 m_k + (1-\beta_1) g_k` by :math:`1-\beta_1^k` as a whole.
+      clipping_threshold: *extension* (not in optax), default ``None`` (no clipping); ``> 0``.
 
-    Reference: Kingma & Ba, 2014, https://arxiv.org/abs/1412.6980
+    References: Kingma & Ba, 2014, https://arxiv.org/abs/1412.6980; Wortsman et al., 2023,
+    "Stable and low-precision training for large-scale vision-language models"
+    (StableAdamW), https://arxiv.org/abs/2304.13013
 
     Example::
 
@@ -74,6 +101,8 @@ def scale_by_adam(
     _validate.check_decay("b2", b2)
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("eps_root", eps_root)
+    if clipping_threshold is not None:
+        _validate.check_positive("clipping_threshold", clipping_threshold)
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -89,16 +118,28 @@ def scale_by_adam(
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
         nu_scale = tree.debias_factor(b2, count_inc)
-        if nesterov:
+        if nesterov and nesterov_shared_debias:
+            mu_hat = tree.update_moment(updates, mu, b1, 1)
+            mu_scale = tree.debias_factor(b1, count_inc)
+            out = tree.div_sqrt(mu_hat, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+        elif nesterov:
             mu_hat = tree.add_scale(
                 tree.scale(b1, tree.bias_correction(mu, b1, numerics.safe_increment(count_inc))),
                 1 - b1,
                 tree.bias_correction(updates, b1, count_inc),
             )
-            updates = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale)
+            out = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale)
         else:
             mu_scale = tree.debias_factor(b1, count_inc)
-            updates = tree.div_sqrt(mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+            out = tree.div_sqrt(mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+        if clipping_threshold is not None:
+            out = _rms_clip(
+                out,
+                updates,
+                lambda g: tree.div_sqrt(g, nu, eps, eps_root, y_scale=nu_scale),
+                clipping_threshold,
+            )
+        updates = out
         mu = tree.cast(mu, mu_dtype)
         nu = tree.cast_like(nu, state.nu)
         return updates, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
@@ -125,6 +166,7 @@ def scale_by_amsgrad(
     bias_correction_nu: bool = True,
     *,
     debias_after_max: bool = False,
+    clipping_threshold: float | None = None,
 ) -> GradientTransformation:
     r"""Rescales updates by AMSGrad: Adam with a running maximum of the second moment.
 
@@ -139,6 +181,8 @@ def scale_by_amsgrad(
       debias_after_max: *extension* (not in optax). ``False`` (optax): the maximum is over the
         bias-corrected :math:`\hat v_k`. ``True`` (``torch.optim.Adam(amsgrad=True)``): the maximum
         is over the raw :math:`v_k`, and the bias correction is applied to the maximum.
+      clipping_threshold: *extension* (not in optax), default ``None``: RMS update clipping as
+        in :func:`scale_by_adam` (the denominator is the AMSGrad one).
 
     Reference: Reddi et al., 2018, https://openreview.net/forum?id=ryQu7f-RZ
     """
@@ -147,6 +191,8 @@ def scale_by_amsgrad(
     _validate.check_decay("b2", b2)
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("eps_root", eps_root)
+    if clipping_threshold is not None:
+        _validate.check_positive("clipping_threshold", clipping_threshold)
 
     def init_fn(params):
         return ScaleByAmsgradState(
@@ -170,7 +216,15 @@ def scale_by_amsgrad(
                 nu_scale = tree.debias_factor(b2, count_inc)
         else:
             nu_max = tree.maximum(state.nu_max, tree.bias_correction(nu, b2, count_inc))
-        updates = tree.div_sqrt(mu, nu_max, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+        out = tree.div_sqrt(mu, nu_max, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+        if clipping_threshold is not None:
+            out = _rms_clip(
+                out,
+                updates,
+                lambda g: tree.div_sqrt(g, nu_max, eps, eps_root, y_scale=nu_scale),
+                clipping_threshold,
+            )
+        updates = out
         mu = tree.cast(mu, mu_dtype)
         return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)
 
