@@ -798,7 +798,8 @@ def list_optimizers(
     Example::
 
         >>> list_optimizers(["la*", "nla*"])
-        ['lamb', 'lambc', 'lambcd', 'lambcw', 'lambw', 'laprop', 'lapropc', 'larc', 'lars', ...]
+        ['lamb', 'lambc', 'lambcd', 'lambcw', 'lambw', 'laprop', 'lapropc', 'larc', 'lars', 'nlarc',
+         'nlars']
     """
     return default_registry.list_optimizers(filter, exclude_filters, with_description)
 
