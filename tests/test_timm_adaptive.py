@@ -16,10 +16,16 @@ from torch_optim_ref import (  # noqa: E402
     train_pair,
 )
 
+from optax_torch.compat.timm.adabelief import AdaBelief  # noqa: E402
 from optax_torch.compat.timm.adamp import SGDP, AdamP  # noqa: E402
 from optax_torch.compat.timm.adopt import Adopt  # noqa: E402
 from optax_torch.contrib.adopt import scale_by_adopt  # noqa: E402
 from optax_torch.transforms import scale_by_adam  # noqa: E402
+from optax_torch.transforms.adaptive import (  # noqa: E402
+    ScaleByBeliefAmsgradState,
+    ScaleByBeliefState,
+    scale_by_belief,
+)
 from optax_torch.transforms.projection import project_scale_invariant  # noqa: E402
 
 F32 = torch.float32
@@ -179,3 +185,55 @@ def test_project_scale_invariant():
             project_scale_invariant(scale_by_adam(), **{kw: -1.0})  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         tx.update(g, tx.init(p), None)
+
+
+# --------------------------------------------------------------------------------------------
+# AdaBelief (rectified by default: b2 = 0.999 switches to the adaptive step at step 6, 0.9 at 2)
+# --------------------------------------------------------------------------------------------
+
+ADABELIEF_CASES = [
+    (dict(lr=0.01), dict(lr=0.02, weight_decay=0.1)),
+    (dict(lr=0.01, rectify=False), dict(lr=0.02, weight_decay=0.1)),
+    (dict(lr=0.01, amsgrad=True, rectify=False, weight_decay=0.05), {}),
+    (dict(lr=0.01, amsgrad=True, weight_decay=0.05, fixed_decay=True), dict(weight_decay=0.0)),
+    (
+        dict(lr=0.01, betas=(0.9, 0.9), degenerated_to_sgd=False, weight_decay=0.05),
+        dict(decoupled_decay=False),
+    ),
+    (dict(lr=0.01, betas=(0.8, 0.9), eps=1e-8, decoupled_decay=False, weight_decay=0.1), {}),
+]
+
+
+@pytest.mark.parametrize("kw,bo", ADABELIEF_CASES)
+def test_adabelief_matches_timm(kw, bo):
+    _, _, ref, ours = train_pair(AdaBelief, T.AdaBelief, kw, bo)
+    check_state_like_torch(ref, ours)
+
+
+def test_adabelief_float32_resume_signature_errors():
+    check_signature(AdaBelief, T.AdaBelief)
+    train_pair(AdaBelief, T.AdaBelief, *ADABELIEF_CASES[3], dtype=F32)
+    check_resume(AdaBelief, T.AdaBelief, dict(lr=0.01, amsgrad=True, betas=(0.9, 0.9)))
+    check_resume(AdaBelief, T.AdaBelief, *ADABELIEF_CASES[0])
+    ps = list(make_net().parameters())
+    bad: list[dict] = [dict(lr=-1.0), dict(eps=-1.0), dict(betas=(1.0, 0.9)), dict(betas=(0.9, 1))]
+    for kw in bad:
+        with pytest.raises(ValueError) as theirs:
+            T.AdaBelief(ps, **kw)
+        with pytest.raises(ValueError) as mine:
+            AdaBelief(ps, **kw)
+        assert str(mine.value) == str(theirs.value)
+
+
+def test_scale_by_belief_extensions():
+    p = [torch.tensor([1.0, -2.0, 3.0])]
+    g = [torch.tensor([0.5, 0.5, -0.5])]
+    assert isinstance(scale_by_belief().init(p), ScaleByBeliefState)
+    tx = scale_by_belief(amsgrad=True, rectify=True, skip_intractable=True)
+    s = tx.init(p)
+    assert isinstance(s, ScaleByBeliefAmsgradState)
+    u, s = tx.update(g, s, p)
+    assert torch.equal(u[0], torch.zeros(3))  # rho_1 < 5 and no SGD fallback
+    assert torch.equal(g[0], torch.tensor([0.5, 0.5, -0.5]))
+    u, _ = scale_by_belief(rectify=True).update(g, scale_by_belief().init(p), p)
+    torch.testing.assert_close(u[0], g[0])  # the SGD fallback: the debiased momentum

@@ -18,6 +18,7 @@ from optax_torch.transforms.moments import ScaleByAdamState
 __all__ = [
     "ScaleByAdaDeltaState",
     "ScaleByAdanState",
+    "ScaleByBeliefAmsgradState",
     "ScaleByBeliefState",
     "ScaleByLionState",
     "scale_by_adadelta",
@@ -124,6 +125,28 @@ class ScaleByBeliefState(NamedTuple):
     nu: Updates
 
 
+class ScaleByBeliefAmsgradState(NamedTuple):
+    """State of :func:`scale_by_belief` with ``amsgrad=True``."""
+
+    count: torch.Tensor  # 0-d int32
+    mu: Updates
+    nu: Updates
+    nu_max: Updates  # running maximum of nu
+
+
+def _rectification(b2: Num, count_inc: torch.Tensor, threshold: Num, strict: bool):
+    """RAdam's ``(rectify, r_k, 1 - b2 ** k)`` at step ``count_inc`` (0-d float64 tensors)."""
+    ro_inf = 2.0 / (1.0 - b2) - 1.0
+    k = count_inc.to(torch.float64)
+    b2t = (b2.to(k) if isinstance(b2, torch.Tensor) else b2) ** k
+    ro = ro_inf - 2 * k * b2t / (1 - b2t)
+    rectify = ro > threshold if strict else ro >= threshold
+    # sqrt of a negative number where the branch is not taken: keep it out of the graph
+    # (a NaN there would poison gradients through torch.where).
+    r2 = (ro - 4.0) * (ro - 2.0) * ro_inf / ((ro_inf - 4.0) * (ro_inf - 2.0) * ro)
+    return rectify, torch.sqrt(torch.where(rectify, r2, torch.ones_like(r2))), 1 - b2t
+
+
 def scale_by_belief(
     b1: Num = 0.9,
     b2: Num = 0.999,
@@ -133,6 +156,9 @@ def scale_by_belief(
     nesterov: bool = False,
     mu_dtype: torch.dtype | None = None,
     nu_dtype: torch.dtype | None = None,
+    amsgrad: bool = False,
+    rectify: bool = False,
+    skip_intractable: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by AdaBelief: Adam whose second moment tracks the prediction error.
 
@@ -144,6 +170,14 @@ def scale_by_belief(
     With ``nesterov=True`` the debiased first moment is :math:`\beta_1 m_k/(1-\beta_1^{k+1}) +
     (1-\beta_1) g_k/(1-\beta_1^k)`.
 
+    *Extensions* (not in optax; the AdaBelief paper's official options, timm's ``AdaBelief``):
+    with ``amsgrad`` the denominator uses the running maximum :math:`\max_{j \le k} s_j`
+    (state :class:`ScaleByBeliefAmsgradState`); with ``rectify`` (RAdam's rectification, with
+    :math:`\rho_k, r_k` as in :func:`scale_by_radam`) the update is
+    :math:`r_k \hat m_k \sqrt{1-\beta_2^k} / (\sqrt{s_k} + \epsilon)` where :math:`\rho_k \ge
+    5`, else :math:`\hat m_k` (or zero with ``skip_intractable``) (the rectified step uses
+    :math:`s_k`, not its maximum, as the original).
+
     Args:
       b1: decay rate of the first moment (default 0.9).
       b2: decay rate of the second moment of the prediction error (default 0.999).
@@ -151,21 +185,30 @@ def scale_by_belief(
       eps_root: :math:`\bar\epsilon`, added to :math:`s_k` (and kept in the state) (default 1e-16).
       nesterov: use Nesterov momentum (default False).
       mu_dtype, nu_dtype: *extension* (not in optax): dtypes of the two moments.
+      amsgrad: *extension*: AMSGrad's maximum of the second moment (default False).
+      rectify: *extension*: RAdam's rectified update (default False).
+      skip_intractable: *extension*: with ``rectify``, no update while the variance is
+        intractable (default False: the momentum step :math:`\hat m_k`; timm's
+        ``degenerated_to_sgd`` is its negation).
 
     Reference: Zhuang et al., 2020, https://arxiv.org/abs/2010.07468
 
     Example::
 
         >>> tx = otx.chain(otx.scale_by_belief(), otx.scale_by_learning_rate(1e-3))
+        >>> # AdaBelief's official defaults (rectified, as timm's AdaBelief):
+        >>> tx = otx.scale_by_belief(eps_root=1e-16, rectify=True)
     """
     _check_moments(b1, b2, eps, eps_root)
 
     def init_fn(params):
-        return ScaleByBeliefState(
-            count=numerics.zero_count(),
-            mu=tree.zeros_like(params, dtype=mu_dtype),
-            nu=tree.zeros_like(params, dtype=nu_dtype),
-        )
+        count = numerics.zero_count()
+        mu = tree.zeros_like(params, dtype=mu_dtype)
+        nu = tree.zeros_like(params, dtype=nu_dtype)
+        if amsgrad:
+            nu_max = tree.zeros_like(params, dtype=nu_dtype)
+            return ScaleByBeliefAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+        return ScaleByBeliefState(count=count, mu=mu, nu=nu)
 
     @donation_safe
     def update_fn(updates, state, params=None):
@@ -176,10 +219,20 @@ def scale_by_belief(
         nu = tree.add_scalar(nu, eps_root)
         count_inc = numerics.safe_increment(state.count)
         mu_hat = _mu_hat(mu, updates, b1, count_inc, nesterov)
-        updates = tree.div_sqrt(mu_hat, nu, eps, y_scale=tree.debias_factor(b2, count_inc))
+        nu_max = tree.maximum(state.nu_max, nu) if amsgrad else None
+        denom = nu_max if amsgrad else nu
+        new_updates = tree.div_sqrt(mu_hat, denom, eps, y_scale=tree.debias_factor(b2, count_inc))
+        if rectify:
+            ok, r, bc2 = _rectification(b2, count_inc, 5.0, strict=False)
+            rectified = tree.div_sqrt(mu_hat, nu, eps, x_scale=r * torch.sqrt(bc2))
+            fallback = tree.zeros_like(mu_hat) if skip_intractable else mu_hat
+            new_updates = tree.where(ok, rectified, tree.cast_like(fallback, rectified))
         mu = tree.cast_like(mu, state.mu)
         nu = tree.cast_like(nu, state.nu)
-        return updates, ScaleByBeliefState(count=count_inc, mu=mu, nu=nu)
+        if amsgrad:
+            nu_max = tree.cast_like(nu_max, state.nu_max)
+            return new_updates, ScaleByBeliefAmsgradState(count_inc, mu, nu, nu_max)
+        return new_updates, ScaleByBeliefState(count=count_inc, mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -334,7 +387,6 @@ def scale_by_radam(
     """
     _check_moments(b1, b2, eps, eps_root)
     V.check_finite("threshold", threshold)
-    ro_inf = 2.0 / (1.0 - b2) - 1.0
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -349,17 +401,9 @@ def scale_by_radam(
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
-        k = count_inc.to(torch.float64)
-        b2t = (b2.to(k) if isinstance(b2, torch.Tensor) else b2) ** k
-        ro = ro_inf - 2 * k * b2t / (1 - b2t)
-        rectify = ro > threshold if strict_threshold else ro >= threshold
-        # sqrt of a negative number where the branch is not taken: keep it out of the graph
-        # (a NaN there would poison gradients through torch.where).
-        r2 = (ro - 4.0) * (ro - 2.0) * ro_inf / ((ro_inf - 4.0) * (ro_inf - 2.0) * ro)
-        r = torch.sqrt(torch.where(rectify, r2, torch.ones_like(r2)))
+        rectify, r, bc2 = _rectification(b2, count_inc, threshold, strict_threshold)
         mu_hat = _mu_hat(mu, updates, b1, count_inc, nesterov)
         if eps_before_debias:
-            bc2 = 1 - b2t
             zero_root = not isinstance(eps_root, torch.Tensor) and eps_root == 0
             root = 0.0 if zero_root else eps_root * bc2
             adaptive = tree.div_sqrt(mu_hat, nu, eps, root, x_scale=r * torch.sqrt(bc2))
