@@ -19,6 +19,7 @@ from torch_optim_ref import (  # noqa: E402
 from optax_torch.compat.timm.adabelief import AdaBelief  # noqa: E402
 from optax_torch.compat.timm.adamp import SGDP, AdamP  # noqa: E402
 from optax_torch.compat.timm.adopt import Adopt  # noqa: E402
+from optax_torch.compat.timm.laprop import LaProp  # noqa: E402
 from optax_torch.contrib.adopt import scale_by_adopt  # noqa: E402
 from optax_torch.transforms import scale_by_adam  # noqa: E402
 from optax_torch.transforms.adaptive import (  # noqa: E402
@@ -26,6 +27,7 @@ from optax_torch.transforms.adaptive import (  # noqa: E402
     ScaleByBeliefState,
     scale_by_belief,
 )
+from optax_torch.transforms.laprop import ScaleByLaPropState, scale_by_laprop  # noqa: E402
 from optax_torch.transforms.projection import project_scale_invariant  # noqa: E402
 
 F32 = torch.float32
@@ -237,3 +239,70 @@ def test_scale_by_belief_extensions():
     assert torch.equal(g[0], torch.tensor([0.5, 0.5, -0.5]))
     u, _ = scale_by_belief(rectify=True).update(g, scale_by_belief().init(p), p)
     torch.testing.assert_close(u[0], g[0])  # the SGD fallback: the debiased momentum
+
+
+# --------------------------------------------------------------------------------------------
+# LaProp
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def f64_default():
+    """timm's LaProp keeps its second-moment debiasing in the default dtype's scalar dtype
+    (float32 unless the default is float64); ours is float64: compare under a float64 default."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+LAPROP_CASES = [
+    (dict(lr=0.01), dict(lr=0.02, weight_decay=0.1)),
+    (dict(lr=0.01, caution=True, weight_decay=0.05), {}),
+    (
+        dict(lr=0.01, corrected_weight_decay=True, weight_decay=0.05, betas=(0.8, 0.9)),
+        dict(lr=0.005),
+    ),
+    (dict(lr=0.01, eps=1e-8), dict(lr=0.0)),
+]
+
+
+@pytest.mark.parametrize("kw,bo", LAPROP_CASES)
+def test_laprop_matches_timm(kw, bo, f64_default):
+    _, _, ref, ours = train_pair(LaProp, T.LaProp, kw, bo)
+    check_state_like_torch(ref, ours)
+
+
+def test_laprop_resume_signature(f64_default):
+    check_signature(LaProp, T.LaProp)
+    check_resume(LaProp, T.LaProp, *LAPROP_CASES[0])
+    check_resume(LaProp, T.LaProp, *LAPROP_CASES[2])
+
+
+def test_laprop_float32_errors():
+    train_pair(LaProp, T.LaProp, *LAPROP_CASES[1], dtype=F32)
+    ps = list(make_net().parameters())
+    bad: list[dict] = [dict(lr=-1.0), dict(eps=-1.0), dict(betas=(1.0, 0.9)), dict(betas=(0.9, 1))]
+    bad += [dict(lr=0.0, corrected_weight_decay=True), dict(lr=torch.tensor([0.1, 0.2]))]
+    for kw in bad:
+        with pytest.raises(ValueError) as theirs:
+            T.LaProp(ps, **kw)
+        with pytest.raises(ValueError) as mine:
+            LaProp(ps, **kw)
+        assert str(mine.value) == str(theirs.value)
+
+
+def test_scale_by_laprop():
+    p = [torch.tensor([1.0, -2.0, 3.0])]
+    g = [torch.tensor([0.5, 0.5, -0.5])]
+    tx = scale_by_laprop(b1=0.9, b2=0.99, eps=0.0)
+    s = tx.init(p)
+    assert isinstance(s, ScaleByLaPropState)
+    u, s = tx.update(g, s, p)
+    torch.testing.assert_close(u[0], torch.sign(g[0]))  # first step: g / |g|
+    assert torch.equal(g[0], torch.tensor([0.5, 0.5, -0.5]))
+    u, _ = scale_by_laprop(learning_rate=0.0).update(g, tx.init(p), p)
+    assert torch.equal(u[0], torch.zeros(3))
+    for kw in ("b1", "b2", "eps", "learning_rate"):
+        with pytest.raises(ValueError):
+            scale_by_laprop(**{kw: -1.0})
