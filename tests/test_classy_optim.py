@@ -11,6 +11,7 @@ https://github.com/NVIDIA/apex/blob/master/apex/parallel/LARC.py), put in ``sys.
 from __future__ import annotations
 
 import copy
+import pickle
 import sys
 import types
 
@@ -399,6 +400,8 @@ def test_larc_sgd_state_like_apex():
     assert list(ours.optimizer.state_dict()["param_groups"][0]) == list(
         ref.optimizer.state_dict()["param_groups"][0]
     )
+    clone = pickle.loads(pickle.dumps(ours.optimizer))
+    check_state_like_torch(ours.optimizer, clone)
 
 
 def test_larc_transform():

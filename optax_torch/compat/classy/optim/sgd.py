@@ -16,11 +16,15 @@ from optax_torch.transforms.larc import scale_by_larc
 __all__ = ["LARCSGD", "SGD"]
 
 
-def _larc_sgd_factory(trust_coefficient: float, clip: bool, eps: float):
+class _LarcSGDTx:
     """The per-group factory of :class:`LARCSGD` (torch SGD's group keys; LARC's settings bound,
-    as apex's wrapper keeps them outside the param groups)."""
+    as apex's wrapper keeps them outside the param groups). A class, so that it pickles."""
 
-    def _larc_sgd_tx(
+    def __init__(self, trust_coefficient: float, clip: bool, eps: float) -> None:
+        self.larc = (trust_coefficient, clip, eps)
+
+    def __call__(
+        self,
         lr,
         momentum,
         dampening,
@@ -31,12 +35,11 @@ def _larc_sgd_factory(trust_coefficient: float, clip: bool, eps: float):
         differentiable=False,
         fused=None,
     ) -> GradientTransformation:
+        trust_coefficient, clip, eps = self.larc
         return chain(
             scale_by_larc(lr, trust_coefficient, clip, eps, weight_decay),
             _sgd_tx(lr, momentum, dampening, 0, nesterov, maximize, foreach, differentiable, fused),
         )
-
-    return _larc_sgd_tx
 
 
 class LARCSGD(_TorchSGD):
@@ -90,7 +93,7 @@ class LARCSGD(_TorchSGD):
         TorchOptimDropIn.__init__(
             self,
             params,
-            _larc_sgd_factory(trust_coefficient, clip, eps),
+            _LarcSGDTx(trust_coefficient, clip, eps),
             lr=lr,
             momentum=momentum,
             dampening=dampening,
