@@ -210,3 +210,57 @@ def test_scale_by_mars_functional():
     for bad in bads:
         with pytest.raises(ValueError):
             scale_by_mars(**bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lamb
+# ---------------------------------------------------------------------------------------------
+
+LAMB_CASES = [
+    dict(lr=1e-2, foreach=False),
+    dict(lr=1e-2),
+    dict(lr=1e-2, max_grad_norm=None, weight_decay=0.1, foreach=False),
+    dict(lr=1e-2, max_grad_norm=0.05, grad_averaging=False, trust_clip=True, foreach=False),
+    dict(lr=1e-2, always_adapt=True, caution=True, foreach=False),
+    dict(lr=1e-2, weight_decay=0.1, decoupled_decay=True, foreach=False),
+    dict(lr=1e-2, weight_decay=0.1, decoupled_decay=True, corrected_weight_decay=True),
+]
+
+
+@pytest.mark.parametrize("kw", LAMB_CASES)
+def test_lamb_matches_timm(kw):
+    _, _, ref, ours = train_pair(C.Lamb, T.Lamb, kw, dict(lr=2e-2, weight_decay=0.0))
+    if kw.get("grad_averaging", True):
+        check_state_like_torch(ref, ours)
+    else:  # deviation: our exp_avg is the averaged moment, timm's (1 - b1)^-1 times it
+        for p, q in zip(ref.param_groups[0]["params"], ours.param_groups[0]["params"]):
+            torch.testing.assert_close(
+                ours.state[q]["exp_avg"] / (1 - 0.9), ref.state[p]["exp_avg"], rtol=1e-12, atol=0
+            )
+
+
+def test_lamb_float32_resume_signature_errors():
+    kw = dict(lr=1e-2, weight_decay=0.1, caution=True, trust_clip=True, max_grad_norm=0.5)
+    train_pair(C.Lamb, T.Lamb, kw, dict(weight_decay=0.0), dtype=torch.float32)
+    check_resume(C.Lamb, T.Lamb, kw, dict(lr=2e-2, weight_decay=0.0))
+    check_resume(C.Lamb, T.Lamb, dict(lr=1e-2, decoupled_decay=True, corrected_weight_decay=True))
+    check_signature(C.Lamb, T.Lamb)
+    for bad in (dict(lr=-1.0), dict(eps=-1.0), dict(weight_decay=-0.1)):
+        _same_error(C.Lamb, T.Lamb, bad)
+    _same_error(C.Lamb, T.Lamb, dict(lr=0.0, decoupled_decay=True, corrected_weight_decay=True))
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = C.Lamb([p])
+    p.grad = torch.full((3,), 4.0)
+    g = p.grad
+    opt.step()
+    assert p.grad is g and torch.equal(g, torch.full((3,), 4.0))  # pre-clipping out of place
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=NotImplementedError,
+    reason="Lamb(bias_correction=False) needs scale_by_adam without bias correction "
+    "(a keyword extension of transforms/moments.py, not owned by this test's author)",
+)
+def test_lamb_without_bias_correction():
+    train_pair(C.Lamb, T.Lamb, dict(lr=1e-2, bias_correction=False, foreach=False))

@@ -138,6 +138,7 @@ def scale_by_trust_ratio(
     *,
     weight_decay: Num = 0.0,
     trust_clip: Num | None = None,
+    param_scale: Num = 1.0,
 ) -> GradientTransformation:
     r"""Scales each update block by its layer-wise *trust ratio* (LARS, LAMB, Fromage).
 
@@ -181,6 +182,9 @@ def scale_by_trust_ratio(
         is computed, its norm term in the denominator (default ``0.0``: none; LARS).
       trust_clip: keyword-only; :math:`\tau`, clip the ratio to :math:`\min(r/\tau, 1)`
         (default ``None``: no clipping; LARC, LAMBC).
+      param_scale: keyword-only; the parameter norm is that of ``param_scale * p`` (default
+        ``1.0``): timm's LAMB with decoupled decay shrinks the parameters by
+        :math:`1 - \eta\lambda` before it takes their norm.
 
     References:
       You et al., 2017, *Large Batch Training of Convolutional Networks* (LARS),
@@ -199,9 +203,10 @@ def scale_by_trust_ratio(
     if trust_clip is not None:
         _validate.check_positive("trust_clip", trust_clip)
     decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)
+    unscaled = isinstance(param_scale, int | float) and param_scale == 1.0
 
     def scale_block(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        param_norm = _safe_norm(p, min_norm)
+        param_norm = _safe_norm(p if unscaled else p * param_scale, min_norm)
         update_norm = _safe_norm(u, min_norm)
         if decays:
             denom = update_norm + param_norm * _like(weight_decay, param_norm) + eps
