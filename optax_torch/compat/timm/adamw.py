@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torch import Tensor
-
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import max_lr_snapshot, wd_factor
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, check_args, is_nonzero
 from optax_torch.compat.torch_optim.adam import AdamW
 from optax_torch.transforms import (
@@ -20,19 +19,7 @@ from optax_torch.transforms import (
 )
 from optax_torch.transforms.caution import caution as cautious
 
-__all__ = ["AdamW", "AdamWLegacy", "decoupled_decay", "max_lr_snapshot"]
-
-
-def max_lr_snapshot(lr: Any, corrected_weight_decay: bool = False) -> float:
-    """timm's ``_max_lr_snapshot``: the constructor's lr as a float, the ``max_lr`` of corrected
-    weight decay (which needs it positive: ``ValueError`` with timm's message)."""
-    max_lr = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
-    if corrected_weight_decay and max_lr <= 0:
-        raise ValueError(
-            f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
-            "optimizer with the peak lr."
-        )
-    return max_lr
+__all__ = ["AdamW", "AdamWLegacy", "decoupled_decay"]
 
 
 def decoupled_decay(
@@ -44,8 +31,9 @@ def decoupled_decay(
     rate of the chain supplies one :math:`\gamma`). Identity when ``weight_decay == 0``."""
     if not is_nonzero(weight_decay):
         return identity()
-    rate = weight_decay * lr / max_lr if corrected_weight_decay else weight_decay
-    return add_decayed_weights(rate)
+    return add_decayed_weights(
+        wd_factor(lr, weight_decay, max_lr if corrected_weight_decay else None)
+    )
 
 
 def _adamw_legacy_tx(

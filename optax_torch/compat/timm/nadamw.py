@@ -8,7 +8,8 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm.adamw import decoupled_decay, max_lr_snapshot
+from optax_torch.compat.timm._checks import int_steps, max_lr_snapshot
+from optax_torch.compat.timm.adamw import decoupled_decay
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, check_args, is_nonzero
 from optax_torch.transforms import (
     add_decayed_weights,
@@ -198,14 +199,8 @@ class NAdamLegacy(TorchOptimDropIn):
 
     def state_dict(self) -> dict[str, Any]:
         """:meth:`TorchOptimizer.state_dict` with timm's Python ``step`` and ``m_schedule``."""
-        return python_scalars(super().state_dict(), {"step": int, "m_schedule": float})
-
-
-def python_scalars(state_dict: dict[str, Any], kinds: dict[str, type]) -> dict[str, Any]:
-    """Writes the 0-d state entries named in ``kinds`` as Python numbers (timm's legacy
-    optimizers keep ``step`` as an ``int``)."""
-    for entry in state_dict["state"].values():
-        for key, kind in kinds.items():
-            if key in entry:
-                entry[key] = kind(entry[key].item())
-    return state_dict
+        state_dict = int_steps(super().state_dict())
+        for entry in state_dict["state"].values():
+            if isinstance(entry.get("m_schedule"), torch.Tensor):
+                entry["m_schedule"] = float(entry["m_schedule"])
+        return state_dict

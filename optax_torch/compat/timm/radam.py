@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm.nadamw import python_scalars
+from optax_torch.compat.timm._checks import int_steps
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale_by_learning_rate, scale_by_radam
 
@@ -66,4 +66,4 @@ class RAdamLegacy(TorchOptimDropIn):
 
     def state_dict(self) -> dict[str, Any]:
         """:meth:`TorchOptimizer.state_dict` with timm's Python ``step``."""
-        return python_scalars(super().state_dict(), {"step": int})
+        return int_steps(super().state_dict())

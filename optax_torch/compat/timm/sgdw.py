@@ -8,7 +8,8 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm.adamw import decoupled_decay, max_lr_snapshot
+from optax_torch.compat.timm._checks import max_lr_snapshot
+from optax_torch.compat.timm.adamw import decoupled_decay
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import dampened_trace, scale, scale_by_learning_rate, trace
 from optax_torch.transforms.caution import caution as cautious
