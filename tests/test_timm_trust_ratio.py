@@ -244,6 +244,7 @@ def test_lamb_float32_resume_signature_errors():
     train_pair(C.Lamb, T.Lamb, kw, dict(weight_decay=0.0), dtype=torch.float32)
     check_resume(C.Lamb, T.Lamb, kw, dict(lr=2e-2, weight_decay=0.0))
     check_resume(C.Lamb, T.Lamb, dict(lr=1e-2, decoupled_decay=True, corrected_weight_decay=True))
+    check_resume(C.Lamb, T.Lamb, dict(lr=1e-2, grad_averaging=False, foreach=False))
     check_signature(C.Lamb, T.Lamb)
     for bad in (dict(lr=-1.0), dict(eps=-1.0), dict(weight_decay=-0.1)):
         _same_error(C.Lamb, T.Lamb, bad)

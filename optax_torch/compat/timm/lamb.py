@@ -104,7 +104,12 @@ class Lamb(TorchOptimDropIn):
         >>> opt = Lamb(model.parameters(), lr=1e-3, weight_decay=0.01)
 
     State: per parameter ``exp_avg`` and ``exp_avg_sq``, and the group's step count as
-    ``param_group["step"]`` (a float32 tensor, timm's), set by each step.
+    ``param_group["step"]`` (a float32 tensor, timm's), set by each step. Without
+    ``grad_averaging``, ``opt.state[p]["exp_avg"]`` is the averaged moment, ``1 - b1`` times
+    timm's; ``state_dict`` / ``load_state_dict`` convert, so checkpoints are timm's.
+
+    Deviations: the step count of a group none of whose parameters has a gradient does not
+    advance (timm's does); ``bias_correction=False`` is not supported yet.
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {
@@ -185,9 +190,12 @@ class Lamb(TorchOptimDropIn):
         state = slots[gi].state if gi < len(slots) else None
         return None if state is None else state[0].count
 
+    def state_dict(self) -> dict[str, Any]:
+        return _scale_unaveraged(super().state_dict(), to_timm=True)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # timm keeps the step count in the param group: give it to the group's entries.
-        state_dict = dict(state_dict)
+        state_dict = _scale_unaveraged(dict(state_dict), to_timm=False)
         entries = dict(state_dict["state"])
         for group in state_dict["param_groups"]:
             if "step" in group:
@@ -196,3 +204,19 @@ class Lamb(TorchOptimDropIn):
                         entries[i] = {**entries[i], "step": group["step"]}
         state_dict["state"] = entries
         super().load_state_dict(state_dict)
+
+
+def _scale_unaveraged(state_dict: dict[str, Any], to_timm: bool) -> dict[str, Any]:
+    """Without ``grad_averaging`` timm's ``exp_avg`` is ``(1 - b1)^-1`` times the averaged
+    moment that the chain keeps (``opt.state``): checkpoints hold timm's, converted here."""
+    entries = dict(state_dict["state"])
+    for group in state_dict["param_groups"]:
+        if group.get("grad_averaging", True):
+            continue
+        f = 1.0 - group["betas"][0]
+        for i in group["params"]:
+            if i in entries and "exp_avg" in entries[i]:
+                m = entries[i]["exp_avg"]
+                entries[i] = {**entries[i], "exp_avg": m / f if to_timm else m * f}
+    state_dict["state"] = entries
+    return state_dict
