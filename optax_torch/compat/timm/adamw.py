@@ -70,7 +70,7 @@ def _adamw_legacy_tx(
 
 class AdamWLegacy(TorchOptimDropIn):
     r"""timm's ``AdamWLegacy`` (``timm.optim.AdamWLegacy``, registry names ``adamwlegacy``,
-    ``cadamw``, ``adamwc``, ``cadamwc``) on optax_torch.
+    ``cadamw``, ``adamc``, ``cadamc``) on optax_torch.
 
     Per param group, the chain ``scale(-1)`` (if ``maximize``) → ``scale_by_adam(b1, b2, eps,
     clipping_threshold)`` or, with ``amsgrad``, ``scale_by_amsgrad(..., debias_after_max=True)``

@@ -57,7 +57,7 @@ def _nadamw_tx(
 
 
 class NAdamW(TorchOptimDropIn):
-    r"""timm's ``NAdamW`` (registry names ``nadamw``, ``cnadamw``, ``nadamwc``, ``cnadamwc``)
+    r"""timm's ``NAdamW`` (registry names ``nadamw``, ``cnadamw``, ``nadamc``, ``cnadamc``)
     on optax_torch: AdamW with Nesterov momentum in the MLCommons AlgoPerf form.
 
     Per param group, the chain ``scale(-1)`` (if ``maximize``) → ``scale_by_adam(b1, b2, eps,

@@ -52,7 +52,7 @@ def _sgdw_tx(
 
 
 class SGDW(TorchOptimDropIn):
-    r"""timm's ``SGDW`` (registry names ``sgdw``, ``nesterovw``, ``momentumw``, ``csgdw``) on
+    r"""timm's ``SGDW`` (registry names ``sgdw``, ``csgdw``, with Nesterov momentum) on
     optax_torch: SGD with decoupled weight decay.
 
     Per param group, the chain ``scale(-1)`` (if ``maximize``) → ``trace(momentum, nesterov)``
