@@ -16,9 +16,12 @@ from torch_optim_ref import (  # noqa: E402
     train_pair,
 )
 
+from optax_torch.compat.timm.adafactor import Adafactor  # noqa: E402
 from optax_torch.compat.timm.adafactor_bv import AdafactorBigVision  # noqa: E402
 from optax_torch.compat.timm.nvnovograd import NvNovoGrad  # noqa: E402
 from optax_torch.transforms.factorized import (  # noqa: E402
+    add_adafactor_decayed_weights,
+    scale_by_adafactor_step_size,
     scale_by_factored_rms,
     scale_by_novograd,
 )
@@ -188,3 +191,96 @@ def test_scale_by_factored_rms_keepdims():
     assert state.count == 2
     with pytest.raises(ValueError):
         scale_by_factored_rms(beta2_cap=-1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adafactor (timm's axes rule: the test net's fc (7, 5) and head (3, 10) factor with
+# min_dim_size_to_factor 2, the conv (2, 1, 3) over its first two axes with 0)
+# ----------------------------------------------------------------------------------------------
+
+STEP_LR = lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5)  # noqa: E731
+
+AF = [  # (kwargs, scheduler): no scheduler with the relative step (lr=None)
+    (dict(lr=0.01, min_dim_size_to_factor=2), STEP_LR),
+    (dict(min_dim_size_to_factor=1), None),
+    (
+        dict(
+            lr=0.01,
+            betas=(0.9, 0.99),
+            weight_decay=0.1,
+            caution=True,
+            min_dim_size_to_factor=2,
+            clip_threshold=0.5,
+        ),
+        STEP_LR,
+    ),
+    (
+        dict(
+            warmup_init=True,
+            betas=(0.8, 0.0),
+            weight_decay=0.1,
+            min_dim_size_to_factor=0,
+            decay_rate=-0.6,
+            eps=1e-8,
+        ),
+        None,
+    ),
+    (dict(scale_parameter=False, weight_decay=0.1, betas=(0.9, 0.9), eps_scale=0.5), None),
+    (dict(weight_decay=0.1, betas=(0.9, 0.9), caution=True, eps_scale=0.5), None),
+]
+
+
+def test_adafactor_signature():
+    check_signature(Adafactor, T.Adafactor)
+
+
+@pytest.mark.parametrize("kw, sched", AF, ids=[str(k) for k, _ in AF])
+def test_adafactor_matches_timm(kw, sched):
+    _, _, ref, ours = train_pair(
+        Adafactor, T.Adafactor, kw, dict(weight_decay=0.05), scheduler=sched
+    )
+    check_state_like_torch(ref, ours)
+
+
+@pytest.mark.parametrize("i", [0, 3])
+def test_adafactor_float32(i):
+    kw, sched = AF[i]
+    train_pair(Adafactor, T.Adafactor, kw, dict(), scheduler=sched, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("i", [0, 2, 3])
+def test_adafactor_resume(i):
+    check_resume(Adafactor, T.Adafactor, AF[i][0], dict(weight_decay=0.02))
+
+
+def test_adafactor_errors():
+    p = [torch.nn.Parameter(torch.ones(2))]
+    with pytest.raises(ValueError, match=r"^warmup_init requires relative_step=True$"):
+        Adafactor(p, lr=0.1, warmup_init=True)
+    with pytest.raises(ValueError, match=r"^warmup_init requires relative_step=True$"):
+        T.Adafactor(p, lr=0.1, warmup_init=True)
+
+
+def test_adafactor_step_size_transforms():
+    params = [torch.randn(3, 2, dtype=torch.float64), torch.full((4,), 1e-5, dtype=torch.float64)]
+    ups = [torch.randn_like(p) for p in params]
+    saved = [u.clone() for u in ups]
+    tx = scale_by_adafactor_step_size(warmup_init=True)
+    state = tx.init(params)
+    for k in (1, 2):
+        out, state = tx.update(ups, state, params)
+        rms = params[0].square().mean().sqrt()
+        torch.testing.assert_close(state.param_rms[0], rms)
+        torch.testing.assert_close(out[0], ups[0] * 1e-6 * k * rms)
+        torch.testing.assert_close(out[1], ups[1] * 1e-6 * k * 1e-3)  # eps_scale
+    assert all(torch.equal(u, s) for u, s in zip(ups, saved))
+    fixed = scale_by_adafactor_step_size(0.5)
+    out, state = fixed.update(ups, fixed.init(params), params)
+    torch.testing.assert_close(out[1], 0.5 * ups[1])
+    decay = add_adafactor_decayed_weights(0.1, scale_parameter=False)
+    out, _ = decay.update(ups, decay.init(params), params)
+    torch.testing.assert_close(out[0], ups[0] + 0.1 * 1e-2 * params[0])
+    with pytest.raises(ValueError):
+        scale_by_adafactor_step_size(eps_scale=-1.0)
+    with pytest.raises(ValueError):
+        scale_by_factored_rms(factor_axes="smallest")

@@ -20,6 +20,9 @@ from optax_torch import numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
 
 __all__ = [
+    "ScaleByAdafactorStepSizeState",
+    "add_adafactor_decayed_weights",
+    "scale_by_adafactor_step_size",
     "FactoredRmsTorchState",
     "FactoredState",
     "ScaleByNovogradAmsgradState",
@@ -65,10 +68,18 @@ def _decay_rate_pow(i: torch.Tensor, exponent: Num = 0.8) -> torch.Tensor:
 
 
 def _factored_dims(
-    shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int
+    shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int, axes: str = "largest"
 ) -> tuple[int, int] | None:
-    """The (second largest, largest) axes to factor over, or ``None`` not to factor."""
+    """The (column, row) axes to factor over (``largest``: the second largest and the largest),
+    or ``None`` not to factor."""
     if not factored or len(shape) < 2:
+        return None
+    if axes == "leading_or_trailing":  # timm's Adafactor: strictly larger than the minimum
+        n = len(shape)
+        if n > 2 and shape[0] > min_dim_size_to_factor and shape[1] > min_dim_size_to_factor:
+            return 0, 1
+        if shape[-2] > min_dim_size_to_factor and shape[-1] > min_dim_size_to_factor:
+            return n - 2, n - 1
         return None
     sorted_dims = sorted(range(len(shape)), key=lambda i: shape[i])  # stable, like np.argsort
     if shape[sorted_dims[-2]] < min_dim_size_to_factor:
@@ -101,6 +112,8 @@ def scale_by_factored_rms(
     beta2_cap: Num | None = None,
     clip_offset_step: bool = False,
     keepdims: bool = False,
+    placeholders: bool | None = None,
+    factor_axes: str | None = None,
 ) -> GradientTransformation:
     r"""Scales updates by a factored estimate of the root mean squared gradient (Adafactor).
 
@@ -132,8 +145,14 @@ def scale_by_factored_rms(
         (big_vision's / timm's :math:`\max(k - \text{offset}, 1)`); default ``False`` (optax's
         schedule, undefined there).
       keepdims: keyword-only, keep the row and column statistics with the reduced axis as size 1
-        and ``None`` instead of the ``(1,)`` placeholders (timm's ``AdafactorBigVision``
-        layout), default ``False`` (optax's).
+        (timm's ``AdafactorBigVision`` layout), default ``False`` (optax's).
+      placeholders: keyword-only, ``(1,)`` placeholders for the statistics a parameter does not
+        use (optax's layout); ``False``: ``None`` (timm's). Default: ``not keepdims``.
+      factor_axes: keyword-only, the axes to factor: ``"largest"`` (or ``None``, the default:
+        optax's, the two largest, both at least ``min_dim_size_to_factor``) or
+        ``"leading_or_trailing"`` (timm's ``Adafactor``: the first two axes of a tensor of
+        rank > 2, a convolution's output and input channels, else the last two, both *larger
+        than* ``min_dim_size_to_factor``).
 
     References:
       Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235;
@@ -149,10 +168,19 @@ def scale_by_factored_rms(
     V.check_non_negative("epsilon", epsilon)
     if beta2_cap is not None:
         V.check_non_negative("beta2_cap", beta2_cap)
+    factor_axes = factor_axes or "largest"
+    if factor_axes not in ("largest", "leading_or_trailing"):
+        raise ValueError(
+            f"factor_axes must be 'largest' or 'leading_or_trailing', got {factor_axes!r}"
+        )
+    no_placeholders = keepdims if placeholders is None else not placeholders
+
+    def dims_of(p: torch.Tensor) -> tuple[int, int] | None:
+        return _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor, factor_axes)
 
     def init_one(p: torch.Tensor):
-        dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
-        one = None if keepdims else p.new_zeros((1,))
+        dims = dims_of(p)
+        one = None if no_placeholders else p.new_zeros((1,))
         if dims is not None:
             d1, d0 = dims
             if keepdims:
@@ -162,7 +190,7 @@ def scale_by_factored_rms(
                 row_shape = [n for i, n in enumerate(p.shape) if i != d0]
                 col_shape = [n for i, n in enumerate(p.shape) if i != d1]
             return p.new_zeros(row_shape), p.new_zeros(col_shape), one
-        return one, None if keepdims else p.new_zeros((1,)), torch.zeros_like(p)
+        return one, None if no_placeholders else p.new_zeros((1,)), torch.zeros_like(p)
 
     def init_fn(params):
         flat, spec = tree.flatten(params)
@@ -177,8 +205,8 @@ def scale_by_factored_rms(
     def update_one(g, v_row, v_col, v, p, decay):
         dtype = p.dtype
         grad_sqr = numerics.abs_sq(g) + epsilon
-        placeholder = None if keepdims else p.new_zeros((1,))
-        dims = _factored_dims(tuple(p.shape), factored, min_dim_size_to_factor)
+        placeholder = None if no_placeholders else p.new_zeros((1,))
+        dims = dims_of(p)
         if dims is not None:
             d1, d0 = dims
             row_mean = grad_sqr.mean(dim=d0, keepdim=keepdims)
@@ -194,7 +222,7 @@ def scale_by_factored_rms(
             update = g * row_factor * col_factor
             return update, new_v_row, new_v_col, placeholder
         new_v = (decay * v + (1.0 - decay) * grad_sqr).to(dtype)
-        return g * new_v**-0.5, placeholder, None if keepdims else p.new_zeros((1,)), new_v
+        return g * new_v**-0.5, placeholder, None if no_placeholders else p.new_zeros((1,)), new_v
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -393,6 +421,170 @@ def scale_by_relative_step_size(max_step_size: Num = 1e-2) -> GradientTransforma
         rho_max = torch.as_tensor(max_step_size, dtype=torch.float64)
         rho = torch.minimum(rho_max, 1.0 / count_inc.to(torch.float64).sqrt())
         return tree.scale(rho, updates), ScaleByRelativeStepSizeState(count=count_inc)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByAdafactorStepSizeState(NamedTuple):
+    """State of :func:`scale_by_adafactor_step_size`."""
+
+    count: torch.Tensor  # 0-d int32: number of update steps
+    param_rms: Updates  # per parameter, 0-d: the RMS of the parameter at the last step
+
+
+def _param_rms(p: torch.Tensor) -> torch.Tensor:
+    return p.norm(2) / (p.numel() ** 0.5)
+
+
+def _adafactor_step_size(
+    count_inc: torch.Tensor,
+    rms: torch.Tensor,
+    step_size: Num | None,
+    warmup_init: bool,
+    scale_parameter: bool,
+    eps_scale: Num,
+    max_step_size: Num,
+) -> Num | torch.Tensor:
+    """``step_size``, or the relative step size of a parameter whose RMS is ``rms``."""
+    if step_size is not None:
+        return step_size
+    k = count_inc.to(torch.float64)
+    rho_max = 1e-6 * k if warmup_init else torch.as_tensor(max_step_size, dtype=torch.float64)
+    rho = torch.minimum(rho_max, 1.0 / k.sqrt())
+    if scale_parameter:
+        return rho * torch.clamp(rms.to(torch.float64), min=eps_scale)
+    return rho
+
+
+def scale_by_adafactor_step_size(
+    step_size: Num | None = None,
+    *,
+    warmup_init: bool = False,
+    scale_parameter: bool = True,
+    eps_scale: Num = 1e-3,
+    max_step_size: Num = 1e-2,
+) -> GradientTransformation:
+    r"""Scales each update by Adafactor's step size (fairseq's / timm's form), keeping each
+    parameter's RMS in the state.
+
+    With :math:`k` the 1-based step, :math:`\mathrm{RMS}(p) = \|p\|_2/\sqrt{n}`:
+
+    .. math::
+        \alpha_k(p) = \text{step\_size}\ \text{if given, else}\
+        \min(\rho_{max,k}, 1/\sqrt{k})\cdot\max(\epsilon_{scale}, \mathrm{RMS}(p))
+
+    with :math:`\rho_{max,k}` = ``max_step_size`` (:math:`10^{-2}`) or :math:`10^{-6} k`
+    (``warmup_init``), and the factor :math:`\max(\epsilon_{scale}, \mathrm{RMS}(p))` only with
+    ``scale_parameter``. The relative step size is computed in float64. Needs ``params``.
+    :func:`add_adafactor_decayed_weights` adds the weight decay scaled by the same
+    :math:`\alpha_k(p)`.
+
+    Args:
+      step_size: a fixed step size (the RMS is still kept); default ``None``: relative.
+      warmup_init: keyword-only, the warm-up schedule :math:`\min(10^{-6} k, 1/\sqrt k)`.
+      scale_parameter: keyword-only, multiply by the parameter scale (default True).
+      eps_scale: keyword-only, the smallest parameter scale (default ``1e-3``).
+      max_step_size: keyword-only, :math:`\rho_{max}` (default ``1e-2``).
+
+    Reference: Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235; fairseq's and timm's
+    ``Adafactor``.
+
+    Example::
+
+        >>> from optax_torch.transforms.factorized import scale_by_adafactor_step_size
+        >>> tx = otx.chain(otx.scale_by_factored_rms(), otx.clip_by_block_rms(1.0),
+        ...                scale_by_adafactor_step_size(), otx.scale(-1.0))
+    """
+    if step_size is not None:
+        V.check_non_negative("step_size", step_size)
+    V.check_non_negative("eps_scale", eps_scale)
+    V.check_non_negative("max_step_size", max_step_size)
+
+    def init_fn(params):
+        return ScaleByAdafactorStepSizeState(
+            count=numerics.zero_count(),
+            param_rms=tree.map(lambda p: torch.zeros((), dtype=p.dtype, device=p.device), params),
+        )
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "scale_by_adafactor_step_size needs params: call update(updates, state, params)"
+            )
+        count_inc = numerics.safe_increment(state.count)
+        rms = tree.map(lambda u, p: _param_rms(p), updates, params)
+
+        def one(u, r):
+            a = _adafactor_step_size(
+                count_inc, r, step_size, warmup_init, scale_parameter, eps_scale, max_step_size
+            )
+            return u * a
+
+        new_updates = tree.map(one, updates, rms)
+        return new_updates, ScaleByAdafactorStepSizeState(count=count_inc, param_rms=rms)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def add_adafactor_decayed_weights(
+    weight_decay: Num,
+    step_size: Num | None = None,
+    *,
+    warmup_init: bool = False,
+    scale_parameter: bool = True,
+    eps_scale: Num = 1e-3,
+    max_step_size: Num = 1e-2,
+) -> GradientTransformation:
+    r"""Adds the weight decay scaled by Adafactor's step size: :math:`u \leftarrow u + \lambda\,
+    \alpha_k(p)\, p`, with :math:`\alpha_k(p)` the step size of
+    :func:`scale_by_adafactor_step_size` (same arguments).
+
+    Place it after the momentum (fairseq's / timm's decoupled decay,
+    :math:`p \leftarrow p - \lambda \alpha_k p - m_k`). Needs ``params``.
+
+    Args:
+      weight_decay: :math:`\lambda`.
+      step_size, warmup_init, scale_parameter, eps_scale, max_step_size: as in
+        :func:`scale_by_adafactor_step_size`.
+
+    Example::
+
+        >>> from optax_torch.transforms.factorized import add_adafactor_decayed_weights
+        >>> tx = otx.chain(otx.scale_by_factored_rms(), scale_by_adafactor_step_size(),
+        ...                otx.ema(0.9, debias=False), add_adafactor_decayed_weights(0.01),
+        ...                otx.scale(-1.0))
+    """
+    V.check_finite("weight_decay", weight_decay)
+    if step_size is not None:
+        V.check_non_negative("step_size", step_size)
+    V.check_non_negative("eps_scale", eps_scale)
+
+    def init_fn(params):
+        del params
+        return ScaleByRelativeStepSizeState(count=numerics.zero_count())
+
+    @donation_safe
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "add_adafactor_decayed_weights needs params: call update(updates, state, params)"
+            )
+        count_inc = numerics.safe_increment(state.count)
+
+        def one(u, p):
+            a = _adafactor_step_size(
+                count_inc,
+                _param_rms(p),
+                step_size,
+                warmup_init,
+                scale_parameter,
+                eps_scale,
+                max_step_size,
+            )
+            return u + (weight_decay * a) * p
+
+        return tree.map(one, updates, params), ScaleByRelativeStepSizeState(count=count_inc)
 
     return GradientTransformation(init_fn, update_fn)
 
