@@ -265,3 +265,18 @@ def test_lamb_float32_resume_signature_errors():
 )
 def test_lamb_without_bias_correction():
     train_pair(C.Lamb, T.Lamb, dict(lr=1e-2, bias_correction=False, foreach=False))
+
+
+def test_lion_complex_params_like_timm():
+    torch.manual_seed(0)
+    z0 = torch.randn(4, 3, dtype=torch.complex128)
+    runs = []
+    for cls in (C.Lion, T.Lion):
+        z = torch.nn.Parameter(z0.clone())
+        opt = cls([z], lr=1e-2, weight_decay=0.1, caution=True)
+        for t in range(20):
+            gen = torch.Generator().manual_seed(t)
+            z.grad = torch.randn(4, 3, dtype=torch.complex128, generator=gen)
+            opt.step()
+        runs.append(z.detach())
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-12)
