@@ -9,22 +9,30 @@ timm = pytest.importorskip("timm")
 
 import timm.optim as T  # noqa: E402
 from torch_optim_ref import (  # noqa: E402
+    assert_nets_close,
     check_resume,
     check_signature,
     check_state_like_torch,
+    groups,
     make_net,
+    one_step,
+    roundtrip,
     train_pair,
 )
 
 from optax_torch.compat.timm.adabelief import AdaBelief  # noqa: E402
 from optax_torch.compat.timm.adamp import SGDP, AdamP  # noqa: E402
+from optax_torch.compat.timm.adan import Adan  # noqa: E402
 from optax_torch.compat.timm.adopt import Adopt  # noqa: E402
 from optax_torch.compat.timm.laprop import LaProp  # noqa: E402
 from optax_torch.contrib.adopt import scale_by_adopt  # noqa: E402
 from optax_torch.transforms import scale_by_adam  # noqa: E402
 from optax_torch.transforms.adaptive import (  # noqa: E402
+    ScaleByAdanLeafStartState,
+    ScaleByAdanState,
     ScaleByBeliefAmsgradState,
     ScaleByBeliefState,
+    scale_by_adan,
     scale_by_belief,
 )
 from optax_torch.transforms.laprop import ScaleByLaPropState, scale_by_laprop  # noqa: E402
@@ -306,3 +314,94 @@ def test_scale_by_laprop():
     for kw in ("b1", "b2", "eps", "learning_rate"):
         with pytest.raises(ValueError):
             scale_by_laprop(**{kw: -1.0})
+
+
+# --------------------------------------------------------------------------------------------
+# Adan (timm: one step count per param group; a parameter's difference starts at its own first
+# gradient; the side branch joins late, at group step 2)
+# --------------------------------------------------------------------------------------------
+
+ADAN_CASES = [
+    (dict(lr=0.01), dict(lr=0.02, weight_decay=0.1)),
+    (dict(lr=0.01, no_prox=True, weight_decay=0.05), dict(weight_decay=0.0)),
+    (dict(lr=0.01, caution=True, weight_decay=0.05, betas=(0.9, 0.8, 0.95)), dict(lr=0.005)),
+    (dict(lr=0.01, caution=True, no_prox=True, eps=1e-3), {}),
+]
+
+
+def _check_adan_state(ref, ours):
+    for g, h in zip(ref.param_groups, ours.param_groups):
+        for p, q in zip(g["params"], h["params"]):
+            assert (p in ref.state) == (q in ours.state)
+            if p not in ref.state:
+                continue
+            a, b = ref.state[p], ours.state[q]
+            for key in ("exp_avg", "exp_avg_sq", "exp_avg_diff"):
+                torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-12)
+            torch.testing.assert_close(b["pre_grad"], -a["neg_pre_grad"], rtol=0, atol=1e-12)
+            assert int(b["step"]) == g["step"]
+
+
+@pytest.mark.parametrize("kw,bo", ADAN_CASES)
+def test_adan_matches_timm(kw, bo):
+    _, _, ref, ours = train_pair(Adan, T.Adan, kw, bo)
+    _check_adan_state(ref, ours)
+
+
+def test_adan_float32_signature_errors():
+    check_signature(Adan, T.Adan)
+    train_pair(Adan, T.Adan, *ADAN_CASES[2], dtype=F32)
+    ps = list(make_net().parameters())
+    bad: list[dict] = [dict(lr=-1.0), dict(eps=-1.0)]
+    bad += [dict(betas=b) for b in ((1.0, 0.9, 0.9), (0.9, -1.0, 0.9), (0.9, 0.9, 1.0))]
+    for kw in bad:
+        with pytest.raises(ValueError) as theirs:
+            T.Adan(ps, **kw)
+        with pytest.raises(ValueError) as mine:
+            Adan(ps, **kw)
+        assert str(mine.value) == str(theirs.value)
+
+
+def test_adan_resume_own_checkpoint():
+    kw, bo = ADAN_CASES[2]
+    nets = [make_net() for _ in range(2)]
+    ref = T.Adan(groups(nets[0], **bo), **kw)
+    ours = Adan(groups(nets[1], **bo), **kw)
+    for t in range(12):
+        if t == 5:
+            net = make_net()
+            net.load_state_dict(nets[1].state_dict())
+            fresh = Adan(groups(net, **bo), **kw)
+            fresh.load_state_dict(roundtrip(ours.state_dict()))
+            nets[1], ours = net, fresh
+        one_step(nets[0], ref, t)
+        one_step(nets[1], ours, t)
+        assert_nets_close(nets[0], nets[1], 1e-12, f"step {t}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="checkpoints do not cross between timm's Adan and the drop-in: timm keeps the step "
+    "in the param group ('step') and the negated previous gradient ('neg_pre_grad'); the "
+    "drop-in keeps them per parameter ('step', 'pre_grad', 'started')",
+)
+def test_adan_resume_across_timm():
+    check_resume(Adan, T.Adan, *ADAN_CASES[0])
+
+
+def test_scale_by_adan_extensions():
+    p = [torch.tensor([1.0, -2.0, 3.0]), torch.tensor([1.0])]
+    g1 = [torch.tensor([0.5, 0.5, -0.5]), None]
+    g2 = [torch.tensor([0.25, -0.5, -0.5]), torch.tensor([2.0])]
+    assert isinstance(scale_by_adan().init(p), ScaleByAdanState)
+    tx = scale_by_adan(diff_scale=0.92, caution=True, per_leaf_start=True)
+    s = tx.init(p)
+    assert isinstance(s, ScaleByAdanLeafStartState)
+    _, s = tx.update(g1, s, p)
+    assert bool(s.started[0]) and not bool(s.started[1])
+    _, s = tx.update(g2, s, p)
+    assert bool(s.started[1])
+    # the late leaf starts its difference at its own first gradient: v stays zero
+    assert torch.equal(s.v[1], torch.zeros(1))
+    assert not torch.equal(s.v[0], torch.zeros(3))
+    assert torch.equal(g2[0], torch.tensor([0.25, -0.5, -0.5]))

@@ -6,17 +6,19 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from optax_torch import _validate as V
 from optax_torch import numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.transforms.caution import _cautious
 from optax_torch.transforms.moments import ScaleByAdamState
 
 __all__ = [
     "ScaleByAdaDeltaState",
+    "ScaleByAdanLeafStartState",
     "ScaleByAdanState",
     "ScaleByBeliefAmsgradState",
     "ScaleByBeliefState",
@@ -564,6 +566,17 @@ class ScaleByAdanState(NamedTuple):
     t: torch.Tensor  # 0-d int32 step count
 
 
+class ScaleByAdanLeafStartState(NamedTuple):
+    """State of :func:`scale_by_adan` with ``per_leaf_start=True``."""
+
+    m: Updates
+    v: Updates
+    n: Updates
+    g: Updates  # the previous gradient
+    t: torch.Tensor  # 0-d int32 step count
+    started: Any  # per leaf, a 0-d bool tensor: whether the leaf has had a gradient
+
+
 def scale_by_adan(
     b1: Num = 0.98,
     b2: Num = 0.92,
@@ -573,6 +586,9 @@ def scale_by_adan(
     *,
     mu_dtype: torch.dtype | None = None,
     nu_dtype: torch.dtype | None = None,
+    diff_scale: Num | None = None,
+    caution: bool = False,
+    per_leaf_start: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Adan (adaptive Nesterov momentum), Algorithm 1 of the paper.
 
@@ -586,6 +602,15 @@ def scale_by_adan(
 
     with the hats the bias corrections :math:`x_k / (1-\beta^k)`.
 
+    *Extensions* (not in optax; the official code's and timm's ``Adan`` forms): ``diff_scale``
+    :math:`\gamma` replaces :math:`1-\beta_2` in front of :math:`\Delta_k` and :math:`\hat v_k`
+    (the official implementation uses :math:`\gamma = \beta_2` with :math:`\beta_2 = 0.92`);
+    ``caution`` masks the :math:`\hat m_k` term where its sign disagrees with :math:`g_k`
+    (:func:`optax_torch.caution`'s rescaled mask; the :math:`\hat v_k` term is kept);
+    ``per_leaf_start`` takes :math:`\Delta = 0` at each leaf's own first gradient (a leaf that
+    joins late, or gets ``None`` gradients, in :class:`~optax_torch.TorchOptimizer`), with a
+    per-leaf flag in the state (:class:`ScaleByAdanLeafStartState`); the count stays shared.
+
     Args:
       b1: decay rate of the gradient average (default 0.98).
       b2: decay rate of the gradient-difference average (default 0.92).
@@ -594,6 +619,10 @@ def scale_by_adan(
       eps_root: added inside the square root (default 0).
       mu_dtype: *extension* (not in optax): dtype of ``m`` and ``v``.
       nu_dtype: *extension* (not in optax): dtype of ``n``.
+      diff_scale: *extension*: :math:`\gamma` (default ``None``: :math:`1-\beta_2`).
+      caution: *extension*: cautious masking of the first-moment term (default ``False``).
+      per_leaf_start: *extension*: per-leaf start of the gradient difference (default
+        ``False``).
 
     Reference: Xie et al., 2022, https://arxiv.org/abs/2208.06677
 
@@ -607,30 +636,40 @@ def scale_by_adan(
     V.check_non_negative("eps", eps)
     V.check_non_negative("eps_root", eps_root)
 
+    gamma = 1 - b2 if diff_scale is None else diff_scale
+
     def init_fn(params):
-        return ScaleByAdanState(
+        state = ScaleByAdanState(
             m=tree.zeros_like(params, dtype=mu_dtype),
             v=tree.zeros_like(params, dtype=mu_dtype),
             n=tree.zeros_like(params, dtype=nu_dtype),
             g=tree.zeros_like(params),
             t=numerics.zero_count(),
         )
+        if not per_leaf_start:
+            return state
+        started = tree.map(lambda p: torch.zeros((), dtype=torch.bool, device=p.device), params)
+        return ScaleByAdanLeafStartState(*state, started=started)
 
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        first = state.t == 0
-        diff = tree.map(
-            lambda d: torch.where(first, 0.0, d),
+        first: Any = state.t == 0
+        if per_leaf_start:
+            first = tree.map(lambda s: (state.t == 0) | ~s, state.started)
+        diff = tree.where(
+            first,
+            tree.zeros_like(updates),
             tree.sub(updates, tree.cast_like(state.g, updates)),
         )
         m = tree.update_moment(updates, state.m, b1, 1)
         v = tree.update_moment(diff, state.v, b2, 1)
-        n = tree.update_moment_per_elem_norm(tree.add_scale(updates, 1 - b2, diff), state.n, b3, 2)
+        n = tree.update_moment_per_elem_norm(tree.add_scale(updates, gamma, diff), state.n, b3, 2)
         t = numerics.safe_increment(state.t)
-        numer = tree.add_scale(
-            tree.bias_correction(m, b1, t), 1 - b2, tree.bias_correction(v, b2, t)
-        )
+        m_hat = tree.bias_correction(m, b1, t)
+        if caution:
+            m_hat = tree.map(lambda u, g: _cautious(u, g, 1e-3), m_hat, updates)
+        numer = tree.add_scale(m_hat, gamma, tree.bias_correction(v, b2, t))
         out = tree.div_sqrt(numer, n, eps, eps_root, y_scale=tree.debias_factor(b3, t))
         # The state keeps its own copy of g (the caller may reuse the gradient buffers in place,
         # e.g. zero_grad(set_to_none=False) or accumulation into .grad).
@@ -642,6 +681,9 @@ def scale_by_adan(
             g=g,
             t=t,
         )
+        if per_leaf_start:
+            started = tree.map(lambda u, s: torch.ones_like(s), updates, state.started)
+            return out, ScaleByAdanLeafStartState(*new_state, started=started)
         return out, new_state
 
     return GradientTransformation(init_fn, update_fn)
