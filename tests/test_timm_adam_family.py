@@ -310,3 +310,27 @@ def test_clipping_threshold_validation(bad):
         scale_by_adam(clipping_threshold=bad)
     with pytest.raises(ValueError):
         scale_by_amsgrad(clipping_threshold=bad)
+
+
+@pytest.mark.parametrize(
+    "ours,ref,kwargs",
+    [
+        (C.AdamWLegacy, T.AdamWLegacy, dict(lr=0.01, caution=True, clipping_threshold=0.5)),
+        (C.AdamWLegacy, T.AdamWLegacy, dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+        (C.NAdamW, T.NAdamW, dict(lr=0.01, caution=True, clipping_threshold=0.5)),
+    ],
+    ids=str,
+)
+def test_complex_params_viewed_as_real(ours, ref, kwargs):
+    # timm views complex parameters as real pairs: the cautious mask's mean and the RMS of the
+    # clip run over the real view.
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(4, 3, dtype=torch.complex128, generator=gen)
+    a, b = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    opt_r, opt_o = ref([a], **kwargs), ours([b], **kwargs)
+    for t in range(20):
+        g = torch.randn(4, 3, dtype=torch.complex128, generator=gen) + 0.1 * t
+        for p, opt in ((a, opt_r), (b, opt_o)):
+            p.grad = g + p.detach()
+            opt.step()
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
