@@ -379,14 +379,9 @@ def test_adan_resume_own_checkpoint():
         assert_nets_close(nets[0], nets[1], 1e-12, f"step {t}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoints do not cross between timm's Adan and the drop-in: timm keeps the step "
-    "in the param group ('step') and the negated previous gradient ('neg_pre_grad'); the "
-    "drop-in keeps them per parameter ('step', 'pre_grad', 'started')",
-)
 def test_adan_resume_across_timm():
     check_resume(Adan, T.Adan, *ADAN_CASES[0])
+    check_resume(Adan, T.Adan, *ADAN_CASES[2])
 
 
 def test_scale_by_adan_extensions():

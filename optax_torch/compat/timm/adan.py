@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import torch
 
 from optax_torch.base import GradientTransformation
 from optax_torch.combine import chain
@@ -58,8 +60,10 @@ class Adan(TorchOptimDropIn):
 
         >>> opt = Adan(model.parameters(), lr=1e-3, weight_decay=0.02)
 
-    State per parameter: ``exp_avg``, ``exp_avg_sq``, ``exp_avg_diff``, ``pre_grad`` (timm keeps
-    ``neg_pre_grad``, its negative, and the step in the param group).
+    State per parameter (``optimizer.state``): ``exp_avg``, ``exp_avg_sq``, ``exp_avg_diff``,
+    ``pre_grad``, ``step`` and ``started``. ``state_dict()`` writes timm's layout (the group's
+    ``step`` in its param group, ``neg_pre_grad = -pre_grad``), and ``load_state_dict`` reads it,
+    so checkpoints cross between timm and the drop-in.
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {
@@ -102,3 +106,29 @@ class Adan(TorchOptimDropIn):
             caution=caution,
             foreach=foreach,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        for group in sd["param_groups"]:
+            for i in group["params"]:
+                entry = sd["state"].get(i)
+                if entry is None:
+                    continue
+                group["step"] = int(entry.pop("step"))
+                entry.pop("started")
+                entry["neg_pre_grad"] = -entry.pop("pre_grad")
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = {k: dict(v) for k, v in state_dict["state"].items()}
+        groups = [dict(g) for g in state_dict["param_groups"]]
+        for group in groups:
+            step = group.pop("step", None)
+            for i in group["params"]:
+                entry = state.get(i)
+                if entry is None or "neg_pre_grad" not in entry:
+                    continue
+                entry["pre_grad"] = -entry.pop("neg_pre_grad")
+                entry["step"] = torch.tensor(int(step or 0), dtype=torch.int32)
+                entry["started"] = torch.tensor(True)
+        super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
