@@ -400,3 +400,20 @@ def test_scale_by_adan_extensions():
     assert torch.equal(s.v[1], torch.zeros(1))
     assert not torch.equal(s.v[0], torch.zeros(3))
     assert torch.equal(g2[0], torch.tensor([0.25, -0.5, -0.5]))
+
+
+# --------------------------------------------------------------------------------------------
+# timm's single-tensor and foreach paths (different op orders), and a closure
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_single_tensor_and_foreach_paths(foreach, f64_default):
+    train_pair(
+        AdaBelief, T.AdaBelief, dict(lr=0.01, amsgrad=True, weight_decay=0.05, foreach=foreach)
+    )
+    train_pair(Adan, T.Adan, dict(lr=0.01, caution=True, weight_decay=0.05, foreach=foreach))
+    kw = dict(lr=0.01, caution=True, weight_decay=0.05, decoupled=True, foreach=foreach)
+    train_pair(Adopt, T.Adopt, kw)
+    train_pair(LaProp, T.LaProp, dict(lr=0.01, caution=True, weight_decay=0.05, foreach=foreach))
+    train_pair(AdamP, T.AdamP, dict(lr=0.01, caution=True, delta=1.0), closure=foreach)
