@@ -158,9 +158,16 @@ def _ns_step(x: torch.Tensor, c: torch.Tensor, first: str) -> torch.Tensor:
     return c[0] * x + b @ x
 
 
-def _normalize(m: torch.Tensor, preconditioning: str, eps: Num, eps_floor: bool) -> torch.Tensor:
-    """``m`` divided by its Frobenius or spectral norm (per matrix of the stack) plus ``eps``, or
-    by ``max(norm, eps)`` with ``eps_floor``; other preconditionings: ``m`` unchanged."""
+def _normalize(
+    m: torch.Tensor,
+    preconditioning: str,
+    eps: Num,
+    eps_floor: bool,
+    safety_factor: Num = 1.0,
+) -> torch.Tensor:
+    """``m`` divided by its Frobenius or spectral norm (per matrix of the stack, times
+    ``safety_factor``) plus ``eps``, or by ``max(norm, eps)`` with ``eps_floor``; other
+    preconditionings: ``m`` unchanged."""
     if preconditioning == "frobenius":
         n = torch.linalg.matrix_norm(m)[..., None, None] if m.ndim > 2 else m.norm()
     elif preconditioning == "spectral":
@@ -168,7 +175,14 @@ def _normalize(m: torch.Tensor, preconditioning: str, eps: Num, eps_floor: bool)
         n = torch.linalg.matrix_norm(m.float() if low else m, ord=2)[..., None, None].to(m.dtype)
     else:
         return m
+    if not (isinstance(safety_factor, float | int) and safety_factor == 1):
+        n = n * safety_factor
     return m / (n.clamp(min=eps) if eps_floor else n + eps)
+
+
+def _scaled_eps(m: torch.Tensor, eps: Num) -> Num:
+    """``eps * sqrt(cols / rows)`` of ``m``'s (last two axes) matrices (muP damping)."""
+    return eps * (m.shape[-1] / m.shape[-2]) ** 0.5
 
 
 def _ns_fused(
@@ -177,13 +191,17 @@ def _ns_fused(
     preconditioning: str,
     eps: Num,
     eps_floor: bool,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
 ) -> torch.Tensor:
     """Newton-Schulz on one matrix (already in the iteration dtype), each step as two fused
     ``addmm`` (``torch.optim.Muon``'s operations, in its order)."""
+    if scale_eps:
+        eps, eps_floor = _scaled_eps(m, eps), False
     transposed = m.shape[0] > m.shape[1]
     if transposed:
         m = m.T
-    m = _normalize(m, preconditioning, eps, eps_floor)
+    m = _normalize(m, preconditioning, eps, eps_floor, safety_factor)
     first = preconditioning if preconditioning in ("aol", "schatten") else "none"
     for i, (a, b, c) in enumerate(rows):
         if i == 0 and first != "none":
@@ -193,6 +211,34 @@ def _ns_fused(
         gram_update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
         m = torch.addmm(m, gram_update, m, beta=a)
     return m.T if transposed else m
+
+
+def _ns_fused_batched(
+    m: torch.Tensor,
+    rows: list[list[float]],
+    preconditioning: str,
+    eps: Num,
+    eps_floor: bool,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
+) -> torch.Tensor:
+    """:func:`_ns_fused` on a stack of matrices, with batched products (``torch.baddbmm`` on a
+    contiguous stack: timm's operations, in its order)."""
+    if scale_eps:
+        eps, eps_floor = _scaled_eps(m, eps), False
+    transposed = m.shape[1] > m.shape[2]
+    if transposed:
+        m = m.mT
+    m = _normalize(m, preconditioning, eps, eps_floor, safety_factor).contiguous()
+    first = preconditioning if preconditioning in ("aol", "schatten") else "none"
+    for i, (a, b, c) in enumerate(rows):
+        if i == 0 and first != "none":
+            m = _ns_step(m, torch.tensor([a, b, c], dtype=m.dtype, device=m.device), first)
+            continue
+        gram = torch.bmm(m, m.mH)
+        gram_update = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        m = torch.baddbmm(m, gram_update, m, beta=a)
+    return m.mT if transposed else m
 
 
 def _orthogonalize(
@@ -205,6 +251,8 @@ def _orthogonalize(
     ns_dtype: torch.dtype | None = None,
     fused: bool = False,
     eps_floor: bool = False,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
 ) -> torch.Tensor:
     """Newton-Schulz orthogonalization of each matrix slice of ``x`` (see :func:`scale_by_muon`)."""
     to_3d, from_3d = _reshape_fns(x, dim_nums)
@@ -214,13 +262,19 @@ def _orthogonalize(
     if fused:
         coeffs = ns_coeffs.tolist()
         rows = [coeffs] * ns_steps if ns_coeffs.ndim == 1 else coeffs
-        out = [_ns_fused(s, rows, preconditioning, eps, eps_floor) for s in m.unbind(0)]
-        m = out[0][None] if len(out) == 1 else torch.stack(out)
-        return from_3d(m).to(x.dtype)
+        if m.shape[0] > 1:  # a stack: batched products (timm's conv_mode="batched")
+            m = _ns_fused_batched(
+                m, rows, preconditioning, eps, eps_floor, safety_factor, scale_eps
+            )
+            return from_3d(m).to(x.dtype)
+        m = _ns_fused(m[0], rows, preconditioning, eps, eps_floor, safety_factor, scale_eps)
+        return from_3d(m[None]).to(x.dtype)
+    if scale_eps:
+        eps, eps_floor = _scaled_eps(m, eps), False
     transposed = m.shape[1] > m.shape[2]
     if transposed:
         m = m.mT
-    m = _normalize(m, preconditioning, eps, eps_floor)
+    m = _normalize(m, preconditioning, eps, eps_floor, safety_factor)
     coeffs = ns_coeffs.to(m.dtype)
     first = preconditioning if preconditioning in ("aol", "schatten") else "none"
     rows = [coeffs] * ns_steps if coeffs.ndim == 1 else list(coeffs.unbind(0))
@@ -242,6 +296,8 @@ def orthogonalize_via_newton_schulz(
     ns_dtype: torch.dtype | None = None,
     fused: bool = False,
     eps_floor: bool = False,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
 ) -> torch.Tensor:
     r"""Orthogonalizes ``x`` (each matrix slice) by Newton-Schulz iterations.
 
@@ -267,6 +323,11 @@ def orthogonalize_via_newton_schulz(
         ``False``: optax's order.
       eps_floor: divide by :math:`\max(\|x\|, \epsilon)` (``torch.optim.Muon``) instead of
         :math:`\|x\| + \epsilon`. Default ``False``.
+      safety_factor: *extension* (timm's): the norm is multiplied by it before ``eps`` is added
+        (or floors it), default ``1.0``.
+      scale_eps: *extension* (timm's muP damping): ``eps`` times :math:`\sqrt{n_{cols} /
+        n_{rows}}` of each matrix (before any transposition), always added to the norm (even
+        with ``eps_floor``). Default ``False``.
 
     Example::
 
@@ -282,7 +343,17 @@ def orthogonalize_via_newton_schulz(
     coeffs = _check_ns(ns_coeffs, ns_steps)
     dims = MuonDimensionNumbers() if dimension_numbers is None else dimension_numbers
     return _orthogonalize(
-        x, coeffs, ns_steps, preconditioning, eps, dims, ns_dtype, fused, eps_floor
+        x,
+        coeffs,
+        ns_steps,
+        preconditioning,
+        eps,
+        dims,
+        ns_dtype,
+        fused,
+        eps_floor,
+        safety_factor,
+        scale_eps,
     )
 
 
@@ -312,6 +383,8 @@ def scale_by_muon(
     ns_dtype: torch.dtype | None = None,
     fused: bool = False,
     eps_floor: bool = False,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Muon: momentum orthogonalized by Newton-Schulz iterations.
 
@@ -350,6 +423,8 @@ def scale_by_muon(
       ns_dtype, fused, eps_floor: torch's Newton-Schulz iteration, see
         :func:`orthogonalize_via_newton_schulz`; ``torch.optim.Muon`` is ``ns_dtype=
         torch.bfloat16, fused=True, eps_floor=True`` (default ``None, False, False``: optax's).
+      safety_factor, scale_eps: *extensions* (timm's ``Muon``), see
+        :func:`orthogonalize_via_newton_schulz`; default ``1.0``, ``False``.
 
     ``torch.optim.Muon``'s scaling is ``scale_by_muon(beta=momentum, eps=eps, bias_correction=
     False, ns_dtype=torch.bfloat16, fused=True, eps_floor=True)`` followed by
@@ -376,6 +451,8 @@ def scale_by_muon(
         ns_dtype,
         fused,
         eps_floor,
+        safety_factor,
+        scale_eps,
     )
 
 
@@ -393,6 +470,8 @@ def _scale_by_muon(
     ns_dtype: torch.dtype | None = None,
     fused: bool = False,
     eps_floor: bool = False,
+    safety_factor: Num = 1.0,
+    scale_eps: bool = False,
 ) -> GradientTransformation:
     if isinstance(ns_steps, torch.Tensor):  # e.g. from inject_hyperparams: a loop count
         ns_steps = int(ns_steps)
@@ -404,6 +483,7 @@ def _scale_by_muon(
             raise ValueError(f"ns_steps must be an integer >= 0, got ns_steps={ns_steps!r}")
         _validate.check_non_negative("beta", beta)
     _validate.check_non_negative("eps", eps)
+    _validate.check_positive("safety_factor", safety_factor)
     if preconditioning not in _PRECONDITIONINGS:
         raise ValueError(f"Unknown preconditioning {preconditioning!r}")
     coeffs0 = _check_ns(ns_coeffs, ns_steps)
@@ -423,7 +503,17 @@ def _scale_by_muon(
             None
             if x is None or d is None
             else _orthogonalize(
-                x, ns_coeffs, ns_steps, preconditioning, eps, d, ns_dtype, fused, eps_floor
+                x,
+                ns_coeffs,
+                ns_steps,
+                preconditioning,
+                eps,
+                d,
+                ns_dtype,
+                fused,
+                eps_floor,
+                safety_factor,
+                scale_eps,
             )
             for x, d in zip(leaves, specs)
         ]
@@ -469,17 +559,39 @@ def _scale_by_muon(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _scale_by_shape(specs_fn: SpecsFn, consistent_rms: Num | None) -> GradientTransformation:
+_SHAPE_RULES = (None, "rms_to_rms", "rsqrt_in", "numel", "unit")
+
+
+def _scale_by_shape(
+    specs_fn: SpecsFn,
+    consistent_rms: Num | None,
+    rule: str | None = None,
+    normalize_batch: bool = False,
+) -> GradientTransformation:
     """Scales each matrix update by ``sqrt(max(1, fan_out / fan_in))`` (width transfer), or by
-    ``sqrt(max(fan_in, fan_out)) * consistent_rms``."""
+    ``sqrt(max(fan_in, fan_out)) * consistent_rms``, or by ``rule``'s factor (see
+    :func:`scale_by_shape`), times ``batch ** -0.5`` with ``normalize_batch``."""
 
     def factor(x: torch.Tensor, d: MuonDimensionNumbers) -> Any:
         red, out = _axes(x, d)
         fan_in = math.prod([x.shape[a] for a in red])
         fan_out = math.prod([x.shape[a] for a in out])
-        if consistent_rms is not None:
-            return math.sqrt(max(fan_in, fan_out)) * consistent_rms
-        return math.sqrt(max(1, fan_out / max(fan_in, 1)))  # (empty matrices: 1)
+        if rule is None and consistent_rms is not None:
+            f: Any = math.sqrt(max(fan_in, fan_out)) * consistent_rms
+        elif rule is None:
+            f = math.sqrt(max(1, fan_out / max(fan_in, 1)))  # (empty matrices: 1)
+        elif rule == "rms_to_rms":
+            f = (fan_out / fan_in) ** 0.5
+        elif rule == "rsqrt_in":
+            f = fan_in**-0.5
+        elif rule == "numel":
+            f = (1.0 if consistent_rms is None else consistent_rms) * x.numel() ** 0.5
+        else:  # "unit"
+            f = 1.0
+        if normalize_batch:
+            batch = x.numel() // max(fan_in * fan_out, 1)
+            f = f * batch**-0.5
+        return f
 
     def update_fn(updates, state, params=None):
         del params
@@ -494,6 +606,9 @@ def _scale_by_shape(specs_fn: SpecsFn, consistent_rms: Num | None) -> GradientTr
 def scale_by_shape(
     weight_dimension_numbers: WeightDimNumOrFn | None = None,
     consistent_rms: Num | None = None,
+    *,
+    rule: str | None = None,
+    normalize_batch: bool = False,
 ) -> GradientTransformation:
     r"""Scales each matrix update by a factor of its shape (Muon's learning-rate adjustment).
 
@@ -511,6 +626,18 @@ def scale_by_shape(
         (``None`` leaves are left unscaled), or a function ``updates -> tree``. Default ``None``:
         every leaf is a matrix with reduction axis 0 and output axis 1 (optax's ``(in, out)``).
       consistent_rms: :math:`r`, default ``None`` (width transfer).
+      rule: *extension* (timm's ``adjust_lr_fn``), default ``None`` (the two rules above).
+        ``"rms_to_rms"``: :math:`\sqrt{f_{out}/f_{in}}`; ``"rsqrt_in"``: :math:`f_{in}^{-1/2}`;
+        ``"numel"``: :math:`r\sqrt{n}` with :math:`n` the number of elements, batch axes
+        included (:math:`r` = ``consistent_rms``, or 1); ``"unit"``: 1.
+      normalize_batch: *extension* (timm's ``normalize_spatial``): also multiply by
+        :math:`b^{-1/2}`, :math:`b` the product of the batch axes (those neither reduction nor
+        output axes), default ``False``.
+
+    timm's ``Muon`` on a torch ``(out, in, *spatial)`` weight, with the reduction axes the
+    ``in`` (and, flattened, spatial) axes and the output axis 0: ``"original"`` is the default,
+    ``"match_rms_adamw"`` is ``consistent_rms=0.2`` (AdaMuon's: ``rule="numel"``), and
+    ``"rms_to_rms"``, ``"rsqrt_in"`` the rules of the same name.
 
     Reference: Jordan, 2024, https://kellerjordan.github.io/posts/muon/; Liu et al., 2025,
     https://arxiv.org/abs/2502.16982
@@ -521,7 +648,11 @@ def scale_by_shape(
         ...                otx.scale_by_learning_rate(0.02))
     """
     _validate.check_positive("consistent_rms", consistent_rms)
-    return _scale_by_shape(_specs_fn(weight_dimension_numbers), consistent_rms)
+    if rule not in _SHAPE_RULES:
+        raise ValueError(f"Unknown rule {rule!r}: one of {_SHAPE_RULES}")
+    return _scale_by_shape(
+        _specs_fn(weight_dimension_numbers), consistent_rms, rule, normalize_batch
+    )
 
 
 def muon(
