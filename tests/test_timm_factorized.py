@@ -10,20 +10,35 @@ timm = pytest.importorskip("timm")
 
 import timm.optim as T  # noqa: E402
 from torch_optim_ref import (  # noqa: E402
+    Net,
+    assert_nets_close,
     check_resume,
     check_signature,
     check_state_like_torch,
+    groups,
+    loss_fn,
+    make_net,
+    roundtrip,
+    tol,
     train_pair,
 )
 
 from optax_torch.compat.timm.adafactor import Adafactor  # noqa: E402
 from optax_torch.compat.timm.adafactor_bv import AdafactorBigVision  # noqa: E402
+from optax_torch.compat.timm.adahessian import Adahessian  # noqa: E402
 from optax_torch.compat.timm.nvnovograd import NvNovoGrad  # noqa: E402
 from optax_torch.transforms.factorized import (  # noqa: E402
     add_adafactor_decayed_weights,
     scale_by_adafactor_step_size,
     scale_by_factored_rms,
     scale_by_novograd,
+)
+from optax_torch.transforms.hessian import (  # noqa: E402
+    average_conv_kernel,
+    hutchinson_hessian_diag,
+    hutchinson_hessian_diag_from_grads,
+    rademacher_like,
+    scale_by_adahessian,
 )
 
 NV = [
@@ -284,3 +299,147 @@ def test_adafactor_step_size_transforms():
         scale_by_adafactor_step_size(eps_scale=-1.0)
     with pytest.raises(ValueError):
         scale_by_factored_rms(factor_axes="smallest")
+
+
+# ----------------------------------------------------------------------------------------------
+# Adahessian (second order: backward(create_graph=True), so its own training loop)
+# ----------------------------------------------------------------------------------------------
+
+AH = [
+    dict(lr=0.01),
+    dict(lr=0.01, weight_decay=0.1, hessian_power=0.5, n_samples=2),
+    dict(lr=0.01, update_each=3, betas=(0.8, 0.9), eps=1e-6),
+]
+
+
+class ConvNet(torch.nn.Module):
+    """A 2-d convolution (4-d kernel, for avg_conv_kernel) and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, kernel_size=2)
+        self.head = torch.nn.Linear(18, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x)).flatten(1))
+
+
+def _train_second_order(make, ours_cls, kw, bo, steps=20, dtype=torch.float64, at=None):
+    """timm's Adahessian and ours side by side; with ``at``, both are rebuilt from each
+    other's state dicts at that step (timm's generator and p.hess restart, in both)."""
+    nets = [make(dtype), make(dtype)]
+    opts = [T.Adahessian(groups(nets[0], **bo), **kw), ours_cls(groups(nets[1], **bo), **kw)]
+    for t in range(steps):
+        if t == at:
+            sds = [roundtrip(o.state_dict()) for o in opts]
+            opts = [
+                T.Adahessian(groups(nets[0], **bo), **kw),
+                ours_cls(groups(nets[1], **bo), **kw),
+            ]
+            opts[0].load_state_dict(sds[1])  # ours -> timm
+            opts[1].load_state_dict(sds[0])  # timm -> ours
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            loss = loss_fn(net, t, dtype) if isinstance(net, Net) else _conv_loss(net, t, dtype)
+            loss.backward(create_graph=True)
+            opt.step()
+        assert_nets_close(nets[0], nets[1], tol(dtype), f"step {t}")
+    return opts
+
+
+def _conv_loss(net, t, dtype):
+    gen = torch.Generator().manual_seed(t)
+    x = torch.randn(4, 2, 3, 4, generator=gen, dtype=torch.float64).to(dtype)
+    return net(x).square().mean()
+
+
+def _make_conv(dtype):
+    torch.manual_seed(0)
+    return ConvNet().to(dtype)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+
+
+def test_adahessian_signature():
+    check_signature(Adahessian, T.Adahessian)
+    assert Adahessian([torch.nn.Parameter(torch.ones(1))]).is_second_order
+
+
+@pytest.mark.parametrize("kw", AH, ids=str)
+def test_adahessian_matches_timm(kw):
+    ref, ours = _train_second_order(make_net, Adahessian, kw, dict(lr=0.02, weight_decay=0.05))
+    check_state_like_torch(ref, ours)
+
+
+def test_adahessian_avg_conv_kernel():
+    kw = dict(lr=0.01, avg_conv_kernel=True, update_each=2)
+    ref, ours = _train_second_order(_make_conv, Adahessian, kw, dict(lr=0.02), steps=10)
+    check_state_like_torch(ref, ours)
+
+
+def test_adahessian_float32():
+    _train_second_order(make_net, Adahessian, AH[1], dict(lr=0.02), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kw", [AH[0], AH[2]], ids=str)
+def test_adahessian_resume(kw):
+    _train_second_order(make_net, Adahessian, kw, dict(lr=0.02), steps=12, at=5)
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+        (dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
+        (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+        (dict(hessian_power=2.0), "Invalid Hessian power value: 2.0"),
+    ],
+)
+def test_adahessian_errors(kw, msg):
+    p = [torch.nn.Parameter(torch.ones(2))]
+    with pytest.raises(ValueError, match=msg) as ours:
+        Adahessian(p, **kw)
+    with pytest.raises(ValueError) as ref:
+        T.Adahessian(p, **kw)
+    assert str(ours.value) == str(ref.value)
+
+
+def test_hutchinson_estimates():
+    def f(ps):
+        return (ps[0] ** 4).sum() + (ps[0][:2] * ps[1]).sum() ** 2
+
+    params = [torch.randn(3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)]
+    saved = [p.clone() for p in params]
+    d1 = hutchinson_hessian_diag(f, params, 3, torch.Generator().manual_seed(1))
+    leaves = [p.clone().requires_grad_() for p in params]
+    grads = torch.autograd.grad(f(leaves), leaves, create_graph=True)
+    d2 = hutchinson_hessian_diag_from_grads(grads, leaves, 3, torch.Generator().manual_seed(1))
+    for a, b in zip(d1, d2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(p, s) for p, s in zip(params, saved))
+    # A separable function: the estimate is the exact diagonal.
+    exact = hutchinson_hessian_diag(lambda ps: (ps[0] ** 4).sum(), params[:1])
+    torch.testing.assert_close(exact[0], 12 * params[0] ** 2)
+    z = rademacher_like([torch.empty(5)], torch.Generator().manual_seed(0))[0]
+    assert set(z.tolist()) <= {-1.0, 1.0}
+    kernel = torch.randn(2, 3, 2, 2)
+    avg = average_conv_kernel(kernel)
+    torch.testing.assert_close(avg[:, :, 1, 0], kernel.abs().mean(dim=(2, 3)))
+    with pytest.raises(ValueError):
+        hutchinson_hessian_diag(f, params, 0)
+
+
+def test_scale_by_adahessian():
+    params = [torch.randn(3, dtype=torch.float64)]
+    grads, hess = [torch.randn(3, dtype=torch.float64)], [torch.randn(3, dtype=torch.float64)]
+    tx = scale_by_adahessian(0.9, 0.99, 1e-8, 1.0)
+    state = tx.init(params)
+    u, state = tx.update(grads, state, params, hessian=hess)
+    torch.testing.assert_close(u[0], grads[0] / (hess[0].abs() + 1e-8))
+    assert state.count == 1 and state.nu[0].shape == (3,)
+    with pytest.raises(ValueError, match="hessian"):
+        tx.update(grads, state, params)
+    with pytest.raises(ValueError):
+        scale_by_adahessian(hessian_power=1.5)

@@ -130,6 +130,15 @@ class NvNovoGrad(TorchOptimDropIn):
             max_lr_snapshot=max_lr,
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state in timm's layout: the step counts as Python ints (as timm keeps them)."""
+        sd = super().state_dict()
+        for entry in sd["state"].values():
+            for key in ("step",):
+                if isinstance(entry.get(key), torch.Tensor):
+                    entry[key] = int(entry[key])
+        return sd
+
     def _adapt_entry(self, entry: dict[str, Any], expected: set[str]) -> dict[str, Any]:
         # timm keeps ``step`` as a Python int.
         if isinstance(entry.get("step"), int):
