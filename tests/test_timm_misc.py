@@ -478,3 +478,14 @@ def test_newton_schulz_timm_options_match_timm():
         from optax_torch.contrib.muon import scale_by_muon
 
         scale_by_muon(safety_factor=0.0)
+
+
+def test_lookahead_over_muon():
+    from optax_torch.compat.timm.lookahead import Lookahead
+    from optax_torch.compat.timm.muon import Muon
+
+    ours = _lookahead(Lookahead, Muon, lr=0.01, algo="adamuon")
+    ref = _lookahead(T.Lookahead, T.Muon, lr=0.01, algo="adamuon")
+    _, _, r, o = train_pair(ours, ref, dict(alpha=0.6, k=3), dict(lr=0.02))
+    check_state_like_torch(r._base_optimizer, o._base_optimizer)
+    check_resume(ours, ref, dict(alpha=0.6, k=3), dict(lr=0.02))

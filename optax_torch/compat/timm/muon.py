@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optax_torch.base import GradientTransformation, identity, with_extra_args_support
+from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain, partition
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.contrib.muon import MuonDimensionNumbers, scale_by_muon, scale_by_shape
@@ -402,9 +402,6 @@ class Muon(TorchOptimDropIn):
         hp = super()._group_hyperparams(group)
         hp[_ROUTING] = tuple(_route(p, group) for p in group["params"])
         return hp
-
-    def _call_factory(self, hp: dict[str, Any]) -> GradientTransformation:
-        return with_extra_args_support(super()._call_factory(hp))
 
 
 class AdaMuon(Muon):
