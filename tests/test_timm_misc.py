@@ -281,6 +281,8 @@ MUON_CASES = [
     dict(conv_mode="batched", normalize_spatial=False, adjust_lr_fn=None),
     dict(fallback_lr_scale=0.1, betas=(0.8, 0.9), momentum=0.9, eps=1e-6),
     dict(ns_coefficients=(3.0, -3.2, 1.2), ns_steps=3),
+    dict(ns_coefficients=[(3.0, -3.2, 1.2), (2.0, -1.5, 0.5), (1.9, -1.2, 0.3)], ns_steps=2),
+    dict(ns_steps=0, verbose=True),
     dict(algo="adamuon"),
     dict(algo="adamuon", nesterov=True, weight_decay=0.05),
     dict(algo="adamuon", adjust_lr_fn="rms_to_rms"),
