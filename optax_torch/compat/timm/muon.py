@@ -13,6 +13,7 @@ from torch import Tensor
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain, partition
+from optax_torch.compat.timm._checks import check_scalar
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.contrib.muon import MuonDimensionNumbers, scale_by_muon, scale_by_shape
 from optax_torch.transforms import (
@@ -72,18 +73,6 @@ _ADAMUON_SHAPE_RULES: dict[Any, dict[str, Any]] = {
     "rms_to_rms": dict(rule="rms_to_rms"),
     "rsqrt_in": dict(rule="rsqrt_in"),
 }
-
-
-def _validate_scalar(name: str, value, max_value: float | None = None) -> None:
-    """timm's ``_validate_scalar``: a scalar (or 1-element tensor) in ``[0, max_value)``."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar or scalar tensor.")
-        v = float(value.detach().cpu())
-    else:
-        v = float(value)
-    if v < 0.0 or (max_value is not None and v >= max_value):
-        raise ValueError(f"Invalid {name}: {value}")
 
 
 def resolve_ns_coefficients(
@@ -354,10 +343,10 @@ class Muon(TorchOptimDropIn):
         capturable: bool = False,
         verbose: bool = False,
     ) -> None:
-        _validate_scalar("learning rate", lr)
-        _validate_scalar("weight_decay", weight_decay)
-        _validate_scalar("momentum", momentum, max_value=1.0)
-        _validate_scalar("epsilon", eps)
+        check_scalar("learning rate", lr)
+        check_scalar("weight_decay", weight_decay)
+        check_scalar("momentum", momentum, max_value=1.0)
+        check_scalar("epsilon", eps)
         if conv_mode not in ["flatten", "batched"]:
             raise ValueError(f"Invalid conv_mode: {conv_mode}")
         if algo not in ["muon", "adamuon"]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import check_scalar, max_lr_snapshot
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import (
     add_decayed_weights,
@@ -21,18 +20,6 @@ from optax_torch.transforms.caution import caution as cautious
 from optax_torch.transforms.monitoring import count_steps
 
 __all__ = ["RMSpropTF"]
-
-
-def _check_scalar(name: str, value) -> None:
-    """timm's ``_validate_scalar`` (a scalar or 1-element tensor, ``>= 0``)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar or scalar tensor.")
-        v = float(value.detach().cpu())
-    else:
-        v = float(value)
-    if v < 0.0:
-        raise ValueError(f"Invalid {name}: {value}")
 
 
 def _rmsprop_tf_tx(
@@ -151,18 +138,13 @@ class RMSpropTF(TorchOptimDropIn):
         caution: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        _check_scalar("learning rate", lr)
-        _check_scalar("epsilon", eps)
-        _check_scalar("momentum", momentum)
-        _check_scalar("weight_decay", weight_decay)
+        check_scalar("learning rate", lr)
+        check_scalar("epsilon", eps)
+        check_scalar("momentum", momentum)
+        check_scalar("weight_decay", weight_decay)
         if not alpha >= 0.0:
             raise ValueError(f"Invalid alpha value: {alpha}")
-        max_lr = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
-        if corrected_weight_decay and max_lr <= 0:
-            raise ValueError(
-                f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct "
-                "the optimizer with the peak lr."
-            )
+        max_lr = max_lr_snapshot(lr, corrected_weight_decay)
         super().__init__(
             params,
             _rmsprop_tf_tx,
