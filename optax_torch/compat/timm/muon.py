@@ -303,7 +303,7 @@ class Muon(TorchOptimDropIn):
     ``momentum_buffer`` (Muon; AdaMuon adds ``step`` and ``exp_avg_sq``), or ``step``,
     ``exp_avg``, ``exp_avg_sq`` (AdamW). Deviations: the routing is recomputed from the group at
     each step (timm caches it in the state at a parameter's first step: changing
-    ``use_fallback``/``use_muon`` afterwards raises ``ValueError`` here); the coefficient errors
+    ``use_fallback``/``use_muon`` of a group with state is not supported); the coefficient errors
     timm raises at the first step are raised at construction; an unknown ``adjust_lr_fn`` is
     treated as ``None`` (timm fails at the step); ``betas[1]`` must be in ``[0, 1)``.
     """
