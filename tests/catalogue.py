@@ -270,6 +270,17 @@ def _transforms() -> dict[str, Entry]:
         "polyak_average": tx("polyak_average", 2.0),
         "scale_by_factored_rms_torch": tx("scale_by_factored_rms_torch"),
         "scale_by_relative_step_size": tx("scale_by_relative_step_size", 0.1),
+        # Transformations added for the timm and Classy Vision drop-ins.
+        "scale_by_laprop": tx("scale_by_laprop"),
+        "scale_by_larc": tx("scale_by_larc", 0.1),
+        "scale_by_mars": tx("scale_by_mars", optimize_1d=True),
+        "scale_by_adafactor_step_size": tx("scale_by_adafactor_step_size"),
+        "add_adafactor_decayed_weights": tx("add_adafactor_decayed_weights", 0.01),
+        "scale_by_rms_root_state": tx("scale_by_rms_root_state"),
+        "project_scale_invariant": built(
+            lambda: otx.project_scale_invariant(otx.scale_by_adam(), delta=0.5)
+        ),
+        "per_leaf_adam": built(lambda: otx.per_leaf(otx.scale_by_adam())),
         # The chains of the torch.optim drop-ins, built from their default param group
         # (LBFGS is closure-driven, SparseAdam takes sparse gradients, Muon 2-d parameters).
         **{

@@ -522,6 +522,7 @@ def scale_by_adafactor_step_size(
             return u * a
 
         new_updates = tree.map(one, updates, rms)
+        new_updates = tree.cast_like(new_updates, updates)  # 0-d leaves: no float64 promotion
         return new_updates, ScaleByAdafactorStepSizeState(count=count_inc, param_rms=rms)
 
     return GradientTransformation(init_fn, update_fn)
@@ -584,7 +585,8 @@ def add_adafactor_decayed_weights(
             )
             return u + (weight_decay * a) * p
 
-        return tree.map(one, updates, params), ScaleByRelativeStepSizeState(count=count_inc)
+        out = tree.cast_like(tree.map(one, updates, params), updates)  # 0-d leaves: no promotion
+        return out, ScaleByRelativeStepSizeState(count=count_inc)
 
     return GradientTransformation(init_fn, update_fn)
 

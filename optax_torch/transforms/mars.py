@@ -140,6 +140,7 @@ def scale_by_mars(
             nu=tree.unflatten(mspec, new_v),
             last_grad=tree.unflatten(mspec, new_last),
         )
-        return tree.unflatten(spec, out), new_state
+        # (0-d leaves: float64 scalars would promote them)
+        return tree.cast_like(tree.unflatten(spec, out), updates), new_state
 
     return GradientTransformation(init_fn, update_fn)

@@ -103,7 +103,7 @@ def project_scale_invariant(
         if u is None or g is None:
             return u
         ratio: Any = 1.0
-        if p.dim() > 1:
+        if p.dim() > 1 and p.numel() > 0:
             u, projected = _project_leaf(u, g, p, delta, eps, caution)
             ratio = torch.where(projected, torch.tensor(float(wd_ratio), dtype=torch.float64), 1.0)
         elif caution:
@@ -116,7 +116,8 @@ def project_scale_invariant(
         if params is None:
             raise ValueError("project_scale_invariant needs params")
         new_updates, new_state = inner.update(updates, state, params, **extra_args)
-        return tree.map(leaf, new_updates, updates, params), new_state
+        out = tree.cast_like(tree.map(leaf, new_updates, updates, params), updates)  # 0-d leaves
+        return out, new_state
 
     if is_donation_safe(inner):
         update_fn = donation_safe(update_fn)
