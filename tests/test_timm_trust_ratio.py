@@ -257,14 +257,15 @@ def test_lamb_float32_resume_signature_errors():
     assert p.grad is g and torch.equal(g, torch.full((3,), 4.0))  # pre-clipping out of place
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="Lamb(bias_correction=False) needs scale_by_adam without bias correction "
-    "(a keyword extension of transforms/moments.py, not owned by this test's author)",
-)
-def test_lamb_without_bias_correction():
-    train_pair(C.Lamb, T.Lamb, dict(lr=1e-2, bias_correction=False, foreach=False))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lamb_without_bias_correction(foreach):
+    train_pair(C.Lamb, T.Lamb, dict(lr=1e-2, bias_correction=False, foreach=foreach))
+    train_pair(
+        C.Lamb,
+        T.Lamb,
+        dict(lr=1e-2, bias_correction=False, grad_averaging=False, foreach=foreach),
+        dict(weight_decay=0.0),
+    )
 
 
 def test_lion_complex_params_like_timm():

@@ -61,6 +61,7 @@ def scale_by_adam(
     nesterov: bool = False,
     nesterov_shared_debias: bool = False,
     clipping_threshold: float | None = None,
+    bias_correction: bool = True,
 ) -> GradientTransformation:
     r"""Rescales updates by Adam's bias-corrected moment estimates.
 
@@ -87,6 +88,8 @@ def scale_by_adam(
       nesterov_shared_debias: *extension* (not in optax), default ``False``; with ``nesterov``,
         debias :math:`\beta_1 m_k + (1-\beta_1) g_k` by :math:`1-\beta_1^k` as a whole.
       clipping_threshold: *extension* (not in optax), default ``None`` (no clipping); ``> 0``.
+      bias_correction: *extension* (not in optax), default ``True``; ``False`` uses the raw
+        moments :math:`m_k, v_k` (timm's ``Lamb(bias_correction=False)``; not with ``nesterov``).
 
     References: Kingma & Ba, 2014, https://arxiv.org/abs/1412.6980; Wortsman et al., 2023,
     "Stable and low-precision training for large-scale vision-language models"
@@ -103,6 +106,8 @@ def scale_by_adam(
     _validate.check_non_negative("eps_root", eps_root)
     if clipping_threshold is not None:
         _validate.check_positive("clipping_threshold", clipping_threshold)
+    if nesterov and not bias_correction:
+        raise ValueError("bias_correction=False is not supported with nesterov=True")
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -117,7 +122,7 @@ def scale_by_adam(
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
-        nu_scale = tree.debias_factor(b2, count_inc)
+        nu_scale: Num = tree.debias_factor(b2, count_inc) if bias_correction else 1.0
         if nesterov and nesterov_shared_debias:
             mu_hat = tree.update_moment(updates, mu, b1, 1)
             mu_scale = tree.debias_factor(b1, count_inc)
@@ -129,6 +134,8 @@ def scale_by_adam(
                 tree.bias_correction(updates, b1, count_inc),
             )
             out = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale)
+        elif not bias_correction:
+            out = tree.div_sqrt(mu, nu, eps, eps_root)
         else:
             mu_scale = tree.debias_factor(b1, count_inc)
             out = tree.div_sqrt(mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)

@@ -39,13 +39,8 @@ def _lamb_tx(
     grad_averaging, L2 decay, trust ratio, decoupled decay, -lr]`` (``max_grad_norm`` is applied
     by :meth:`Lamb.step`, over all groups)."""
     del max_grad_norm, foreach
-    if not bias_correction:
-        raise NotImplementedError(
-            "Lamb(bias_correction=False) is not supported yet by the optax_torch drop-in (needs "
-            "scale_by_adam without bias correction)"
-        )
     b1, b2 = betas
-    adam = scale_by_adam(b1=b1, b2=b2, eps=eps)
+    adam = scale_by_adam(b1=b1, b2=b2, eps=eps, bias_correction=bool(bias_correction))
     decay = is_nonzero(weight_decay)
     coupled = decay and not decoupled_decay
     decoupled = decay and decoupled_decay
@@ -85,8 +80,7 @@ class Lamb(TorchOptimDropIn):
     Args:
       params: parameters or param groups (torch's format).
       lr: learning rate, default ``1e-3``.
-      bias_correction: Adam's bias correction, default ``True`` (``False``: not supported yet,
-        raises ``NotImplementedError``).
+      bias_correction: Adam's bias correction, default ``True``.
       betas: ``(beta1, beta2)``, default ``(0.9, 0.999)``.
       eps: added to the denominator, default ``1e-6``.
       weight_decay: weight decay, default ``0.01``.
@@ -109,7 +103,7 @@ class Lamb(TorchOptimDropIn):
     timm's; ``state_dict`` / ``load_state_dict`` convert, so checkpoints are timm's.
 
     Deviations: the step count of a group none of whose parameters has a gradient does not
-    advance (timm's does); ``bias_correction=False`` is not supported yet.
+    advance (timm's does).
     """
 
     _state_key_map: ClassVar[dict[str, str]] = {
