@@ -26,7 +26,7 @@ from optax_torch.compat.timm.adan import Adan  # noqa: E402
 from optax_torch.compat.timm.adopt import Adopt  # noqa: E402
 from optax_torch.compat.timm.laprop import LaProp  # noqa: E402
 from optax_torch.contrib.adopt import scale_by_adopt  # noqa: E402
-from optax_torch.transforms import scale_by_adam  # noqa: E402
+from optax_torch.transforms import scale_by_adam, trace  # noqa: E402
 from optax_torch.transforms.adaptive import (  # noqa: E402
     ScaleByAdanLeafStartState,
     ScaleByAdanState,
@@ -127,6 +127,7 @@ SGDP_CASES = [
     (dict(lr=0.05, momentum=0.9, nesterov=True, caution=True, delta=1.0), dict(weight_decay=0.1)),
     (dict(lr=0.05, momentum=0.5, dampening=0.3, caution=True, delta=0.3), {}),
     (dict(lr=0.05, momentum=0.8, weight_decay=-0.01, wd_ratio=0.3, delta=1.0), {}),
+    (dict(lr=0.05, momentum=0.5, dampening=0.3, nesterov=True), {}),
 ]
 
 
@@ -159,13 +160,28 @@ def test_sgdp_requires_lr_like_timm():
     assert str(mine.value) == str(theirs.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SGDP deviation: nesterov with dampening != 0 uses "
-    "(1 - dampening) g + momentum * buf (timm: g + momentum * buf)",
-)
-def test_sgdp_nesterov_dampening_deviation():
-    train_pair(SGDP, T.SGDP, dict(lr=0.05, momentum=0.5, dampening=0.3, nesterov=True), {})
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_trace_dampening(nesterov):
+    torch.manual_seed(0)
+    g = [[torch.randn(3, 4), torch.randn(5)] for _ in range(3)]
+    for d in (0.3, torch.tensor(0.3)):
+        tx = trace(0.8, nesterov, dampening=d)
+        s = tx.init(g[0])
+        buf = [torch.zeros_like(x) for x in g[0]]
+        for gk in g:
+            u, s = tx.update(gk, s)
+            buf = [0.8 * b + 0.7 * x for b, x in zip(buf, gk)]
+            want = [x + 0.8 * b for x, b in zip(gk, buf)] if nesterov else buf
+            torch.testing.assert_close(u, want)
+            torch.testing.assert_close(list(s.trace), buf)
+    # dampening=0 (the default) is the plain trace, bit for bit
+    a, b = trace(0.8, nesterov), trace(0.8, nesterov, dampening=0.0)
+    sa, sb = a.init(g[0]), b.init(g[0])
+    for gk in g:
+        (ua, sa), (ub, sb) = a.update(gk, sa), b.update(gk, sb)
+        assert all(torch.equal(x, y) for x, y in zip(ua, ub))
+    with pytest.raises(ValueError, match="dampening"):
+        trace(0.8, dampening=float("nan"))
 
 
 def test_project_scale_invariant():

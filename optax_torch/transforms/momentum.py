@@ -22,24 +22,36 @@ def trace(
     decay: float | torch.Tensor,
     nesterov: bool = False,
     accumulator_dtype: torch.dtype | None = None,
+    *,
+    dampening: float | torch.Tensor = 0.0,
 ) -> GradientTransformation:
-    r"""Heavy-ball momentum.
+    r"""Heavy-ball momentum, from a zero buffer.
 
     .. math::
-        t_k = g_k + \text{decay}\, t_{k-1}, \qquad
+        t_k = \text{decay}\, t_{k-1} + (1 - \text{dampening})\, g_k, \qquad
         u_k = t_k \;\; \text{or, with Nesterov,} \;\; u_k = g_k + \text{decay}\, t_k
 
-    This is ``torch.optim.SGD``'s momentum buffer with ``dampening=0``.
+    With the default ``dampening=0`` this is ``torch.optim.SGD``'s momentum buffer with
+    ``dampening=0``. With ``dampening`` the buffer starts at zero (so the first step is damped
+    too, unlike torch's SGD: see :func:`dampened_trace`) and the Nesterov term adds the *raw*
+    gradient ``g_k``, as timm's ``SGDP`` does.
 
     Args:
       decay: the momentum coefficient.
       nesterov: use Nesterov momentum.
       accumulator_dtype: optional dtype of the buffer (``None``: the params' dtype).
+      dampening: keyword only, the dampening of the gradient term in the buffer, default ``0``.
+
+    Example::
+
+        >>> tx = chain(trace(0.9, nesterov=True, dampening=0.1), scale_by_learning_rate(0.1))
 
     Reference: Polyak, 1964; Sutskever et al., 2013 (Nesterov form).
     """
 
     _validate.check_non_negative("decay", decay)
+    _validate.check_finite("dampening", dampening)
+    undamped = not isinstance(dampening, torch.Tensor) and dampening == 0
 
     def init_fn(params):
         return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
@@ -47,7 +59,8 @@ def trace(
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        new_trace = tree.add_scale(updates, decay, tree.cast_like(state.trace, updates))
+        fresh = updates if undamped else tree.scale(1 - dampening, updates)
+        new_trace = tree.add_scale(fresh, decay, tree.cast_like(state.trace, updates))
         out = tree.add_scale(updates, decay, new_trace) if nesterov else new_trace
         return out, TraceState(trace=tree.cast(new_trace, accumulator_dtype))
 

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 import torch
 from torch.optim.optimizer import required  # type: ignore[attr-defined]
 
-from optax_torch.base import GradientTransformation, identity
+from optax_torch.base import GradientTransformation
 from optax_torch.combine import chain
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn
-from optax_torch.transforms import scale, scale_by_adam, scale_by_learning_rate, trace
+from optax_torch.transforms import scale_by_adam, scale_by_learning_rate, trace
 from optax_torch.transforms.projection import project_scale_invariant
 
 __all__ = ["SGDP", "AdamP"]
@@ -111,12 +111,10 @@ class AdamP(IntStepDropIn):
 def _sgdp_tx(
     lr, momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio, caution
 ) -> GradientTransformation:
-    """The chain of one ``SGDP`` param group: ``[projection(dampening, momentum), -lr]``."""
+    """The chain of one ``SGDP`` param group: ``[projection(momentum), -lr]``."""
     return chain(
         project_scale_invariant(
-            chain(
-                scale(1.0 - dampening) if dampening != 0 else identity(), trace(momentum, nesterov)
-            ),
+            trace(momentum, nesterov, dampening=dampening),
             delta=delta,
             wd_ratio=wd_ratio,
             eps=eps,
@@ -131,13 +129,11 @@ class SGDP(TorchOptimDropIn):
     r"""timm's ``SGDP`` on optax_torch: SGD with momentum whose updates to scale-invariant
     weights are projected off their radial direction.
 
-    Per param group, ``project_scale_invariant(chain(scale(1 - dampening), trace(momentum,
-    nesterov)), delta, wd_ratio, eps, weight_decay / (1 - momentum), caution)`` →
+    Per param group, ``project_scale_invariant(trace(momentum, nesterov, dampening=dampening),
+    delta, wd_ratio, eps, weight_decay / (1 - momentum), caution)`` →
     ``scale_by_learning_rate(lr)``: timm's buffer ``momentum * buf + (1 - dampening) * g``
-    (from zero) and decoupled decay ``lr * weight_decay * wd_ratio / (1 - momentum)``.
-
-    Deviation: with both ``nesterov`` and ``dampening != 0`` the Nesterov term is
-    ``(1 - dampening) g + momentum * buf`` where timm uses ``g + momentum * buf``.
+    (from zero), its Nesterov term ``g + momentum * buf`` and decoupled decay
+    ``lr * weight_decay * wd_ratio / (1 - momentum)``.
 
     Args:
       params: parameters or param groups.
@@ -155,7 +151,7 @@ class SGDP(TorchOptimDropIn):
     State per parameter: ``momentum`` (the buffer), as in timm.
     """
 
-    _state_key_map: ClassVar[dict[str, str]] = {"0.1.trace": "momentum"}
+    _state_key_map: ClassVar[dict[str, str]] = {"0.trace": "momentum"}
     _complex_as_real: ClassVar[bool] = False
 
     def __init__(
