@@ -102,6 +102,22 @@ def test_asgd_matches_torch(case):
     assert set(ours.state[p]) == {"step", "eta", "mu", "ax"}
 
 
+def test_asgd_foreach_none_is_torchs_choice(monkeypatch):
+    # foreach=None: resolved by the drop-in with torch's rule (CPU: the single-tensor path); with
+    # the CPU counted as a multi-tensor device, torch and the drop-in both take the foreach path.
+    kw = {"lr": 0.05, "t0": 5, "lambd": 0.01}
+    _, ours = train_states(kw, {"weight_decay": 0.2}, steps=5, dtype=torch.float32)
+    assert ours._group_hyperparams(ours.param_groups[0])["foreach"] is False
+    import torch.optim.optimizer as torch_optimizer
+
+    monkeypatch.setattr(torch_optimizer, "_get_foreach_kernels_supported_devices", lambda: ["cpu"])
+    _, ours = train_states(kw, {"weight_decay": 0.2}, steps=5, dtype=torch.float32)
+    assert ours._group_hyperparams(ours.param_groups[0])["foreach"] is True
+    assert ours.param_groups[0]["foreach"] is None
+    with pytest.raises(ValueError, match="foreach"):
+        scale_by_asgd(0.1, foreach=None)  # type: ignore[arg-type]
+
+
 def test_asgd_float32():
     train_states(
         {"lr": 0.05, "t0": 5, "lambd": 0.01}, {"lr": 0.02, "weight_decay": 0.2}, dtype=torch.float32

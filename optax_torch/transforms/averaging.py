@@ -54,21 +54,6 @@ def _check_not_nan(name: str, value: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _multi_tensor(foreach: bool | None, params: Any, updates: Any) -> bool:
-    """Whether to compute like torch's multi-tensor path (``foreach=None``: torch's choice, from
-    the devices of the parameters that have an update)."""
-    if foreach is not None:
-        return foreach
-    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
-
-    devices = _get_foreach_kernels_supported_devices()
-    return all(
-        p.device.type in devices
-        for p, u in zip(tree.flatten(params)[0], tree.flatten(updates)[0])
-        if u is not None and p is not None
-    )
-
-
 class ScaleByAsgdState(NamedTuple):
     """State of :func:`scale_by_asgd`."""
 
@@ -82,7 +67,7 @@ def scale_by_asgd(
     alpha: float = 0.75,
     *,
     eta_dtype: torch.dtype | None = None,
-    foreach: bool | None = False,
+    foreach: bool = False,
 ) -> GradientTransformation:
     r"""Averaged SGD's step: a decaying step size :math:`\eta_k` with a decay of the weights.
 
@@ -109,8 +94,8 @@ def scale_by_asgd(
       foreach: *extension*: the arithmetic of :math:`\eta_{k+1}`. ``False`` (default): in
         float64, like ``torch.optim.ASGD``'s single-tensor path (its default on the CPU).
         ``True``: in ``eta_dtype`` (float32), like torch's multi-tensor path (``foreach=True``,
-        its default on accelerators). ``None``: as torch chooses, ``True`` when every parameter
-        with a gradient is on a device with multi-tensor kernels (CUDA, XPU, ...).
+        its default on accelerators). Which path torch would take is the caller's choice (the
+        ``ASGD`` drop-in resolves torch's ``foreach=None`` from the devices of the parameters).
 
     Reference: Polyak & Juditsky, `Acceleration of stochastic approximation by averaging
     <https://epubs.siam.org/doi/10.1137/0330046>`_, 1992; ``torch.optim.ASGD``.
@@ -126,6 +111,8 @@ def scale_by_asgd(
     _validate.check_finite("alpha", alpha)
     if callable(learning_rate):
         raise TypeError("scale_by_asgd: learning_rate must be a number or a 0-d tensor")
+    if not isinstance(foreach, bool):
+        raise ValueError(f"foreach must be True or False, got foreach={foreach!r}")
 
     def init_fn(params):
         del params
@@ -145,7 +132,7 @@ def scale_by_asgd(
         decayed = tree.scale(1 - lambd * eta, params)
         new_params = tree.add_scale(decayed, -eta, updates)
         updates = tree.sub(new_params, params)
-        if _multi_tensor(foreach, params, updates):
+        if foreach:
             # torch's multi-tensor path: lr / ((1 + lambd * lr * step) ** alpha) with its float32
             # step tensor, i.e. in the arithmetic of the state (Python lr: reciprocal * lr).
             k = count_inc.to(state.eta.dtype)

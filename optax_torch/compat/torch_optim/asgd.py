@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
+from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
@@ -27,7 +28,7 @@ def _asgd_tx(
     alpha,
     t0,
     weight_decay,
-    foreach=None,
+    foreach=False,
     maximize=False,
     differentiable=False,
     capturable=False,
@@ -70,9 +71,10 @@ class ASGD(TorchOptimDropIn):
       alpha: power of the step-size decay, default ``0.75``.
       t0: step at which averaging starts, default ``1e6``.
       weight_decay: L2 penalty :math:`\lambda_{wd}`, default ``0``.
-      foreach: torch's multi-tensor path or not (``None``: torch's choice from the devices of
-        the parameters): one implementation, but :math:`\eta` is computed in the arithmetic of
-        the chosen torch path (float32 for the multi-tensor one), so that both match torch;
+      foreach: torch's multi-tensor path or not (``None``: torch's choice, made at each step
+        from the parameters of the group that have a gradient, all of them before the first
+        gradient): one implementation, but :math:`\eta` is computed in the arithmetic of the
+        chosen torch path (float32 for the multi-tensor one), so that both match torch;
         default ``None``.
       capturable: accepted and ignored (the scalar state stays on the CPU), default ``False``.
       maximize: maximize the objective, default ``False``.
@@ -96,6 +98,16 @@ class ASGD(TorchOptimDropIn):
         "3.mu": "mu",
         "3.ax": "ax",
     }
+
+    def _group_hyperparams(self, group: dict[str, Any]) -> dict[str, Any]:
+        # torch's foreach=None, resolved here (the transform takes a plain bool): torch's own rule
+        # over the parameters that have a gradient (all of them before the first gradient).
+        hp = super()._group_hyperparams(group)
+        if hp["foreach"] is None:
+            params = group["params"]
+            with_grad = [p for p in params if p.grad is not None] or params
+            hp["foreach"] = _default_to_fused_or_foreach(with_grad, False, use_fused=False)[1]
+        return hp
 
     def __init__(
         self,
