@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
-from optax_torch.compat.classy.optim._registry import check, register_optimizer
-from optax_torch.compat.classy.optim.classy_optimizer import ClassyOptimizer
+from optax_torch.compat.classy.optim._families import AdamFamily
+from optax_torch.compat.classy.optim._registry import register_optimizer
 from optax_torch.compat.torch_optim import AdamW as _AdamW
 
 __all__ = ["AdamW"]
 
 
 @register_optimizer("adamw")
-class AdamW(ClassyOptimizer):
+class AdamW(AdamFamily):
     """Classy Vision's ``AdamW``: :class:`optax_torch.compat.torch_optim.AdamW` with
     scheduled param groups (see :class:`ClassyOptimizer`).
 
@@ -29,6 +29,10 @@ class AdamW(ClassyOptimizer):
         >>> opt = AdamW(lr=1e-3); opt.set_param_groups(model.parameters())
     """
 
+    _drop_in = _AdamW
+    _config_defaults: ClassVar[dict[str, float]] = {"lr": 0.01, "weight_decay": 0.01}
+    _config_name = "AdamW"
+
     def __init__(
         self,
         lr: float = 0.001,
@@ -37,47 +41,4 @@ class AdamW(ClassyOptimizer):
         weight_decay: float = 0.01,
         amsgrad: bool = False,
     ) -> None:
-        super().__init__()
-        self._lr = lr
-        self._betas = betas
-        self._eps = eps
-        self._weight_decay = weight_decay
-        self._amsgrad = amsgrad
-
-    def prepare(self, param_groups: Any) -> None:
-        self.optimizer = _AdamW(
-            param_groups,
-            lr=self._lr,
-            betas=self._betas,
-            eps=self._eps,
-            weight_decay=self._weight_decay,
-            amsgrad=self._amsgrad,
-        )
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> AdamW:
-        """Instantiates an ``AdamW`` from a configuration (defaults filled into ``config``)."""
-        config.setdefault("lr", 0.01)
-        config.setdefault("betas", [0.9, 0.999])
-        config.setdefault("eps", 1e-8)
-        config.setdefault("weight_decay", 0.01)
-        config.setdefault("amsgrad", False)
-        if type(config["betas"]) is list:
-            config["betas"] = tuple(config["betas"])
-        betas = config["betas"]
-        check(
-            type(betas) is tuple
-            and len(betas) == 2
-            and type(betas[0]) is float
-            and type(betas[1]) is float
-            and 0.0 <= betas[0] < 1.0
-            and 0.0 <= betas[1] < 1.0,
-            "Config must contain a tuple 'betas' in [0, 1) for AdamW optimizer",
-        )
-        return cls(
-            lr=config["lr"],
-            betas=config["betas"],
-            eps=config["eps"],
-            weight_decay=config["weight_decay"],
-            amsgrad=config["amsgrad"],
-        )
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.classy.optim._registry import check, is_pos_float, register_optimizer
-from optax_torch.compat.classy.optim.classy_optimizer import ClassyOptimizer
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.classy.optim._families import RMSPropFamily
+from optax_torch.compat.classy.optim._registry import register_optimizer
+from optax_torch.compat.torch_optim._common import TorchOptimDropIn, check_args, is_nonzero
 from optax_torch.transforms import (
     add_decayed_weights,
     scale_by_learning_rate,
@@ -92,16 +92,7 @@ class RMSpropTFOptimizer(TorchOptimDropIn):
         momentum: float = 0,
         centered: bool = False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not momentum >= 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not alpha >= 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_args(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         super().__init__(
             params,
             _rmsprop_tf_tx,
@@ -115,7 +106,7 @@ class RMSpropTFOptimizer(TorchOptimDropIn):
 
 
 @register_optimizer("rmsprop_tf")
-class RMSPropTF(ClassyOptimizer):
+class RMSPropTF(RMSPropFamily):
     """Classy Vision's ``RMSPropTF``: :class:`RMSpropTFOptimizer` with scheduled param groups
     (see :class:`ClassyOptimizer`).
 
@@ -132,61 +123,5 @@ class RMSPropTF(ClassyOptimizer):
         >>> opt = RMSPropTF(lr=0.01, momentum=0.9); opt.set_param_groups(model.parameters())
     """
 
-    def __init__(
-        self,
-        lr: float = 0.1,
-        momentum: float = 0,
-        weight_decay: float = 0,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        centered: bool = False,
-    ) -> None:
-        super().__init__()
-        self._lr = lr
-        self._momentum = momentum
-        self._weight_decay = weight_decay
-        self._alpha = alpha
-        self._eps = eps
-        self._centered = centered
-
-    def prepare(self, param_groups: Any) -> None:
-        self.optimizer = RMSpropTFOptimizer(
-            param_groups,
-            lr=self._lr,
-            momentum=self._momentum,
-            weight_decay=self._weight_decay,
-            alpha=self._alpha,
-            eps=self._eps,
-            centered=self._centered,
-        )
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RMSPropTF:
-        """Instantiates a ``RMSPropTF`` from a configuration (defaults filled into ``config``)."""
-        config.setdefault("lr", 0.1)
-        config.setdefault("momentum", 0.0)
-        config.setdefault("weight_decay", 0.0)
-        config.setdefault("alpha", 0.99)
-        config.setdefault("eps", 1e-8)
-        config.setdefault("centered", False)
-        for key in ["momentum", "alpha"]:
-            check(
-                config[key] >= 0.0 and config[key] < 1.0 and type(config[key]) is float,
-                f"Config must contain a '{key}' in [0, 1) for RMSPropTF optimizer",
-            )
-        check(
-            is_pos_float(config["eps"]),
-            "Config must contain a positive 'eps' for RMSPropTF optimizer",
-        )
-        check(
-            isinstance(config["centered"], bool),
-            "Config must contain a boolean 'centered' param for RMSPropTF optimizer",
-        )
-        return cls(
-            lr=config["lr"],
-            momentum=config["momentum"],
-            weight_decay=config["weight_decay"],
-            alpha=config["alpha"],
-            eps=config["eps"],
-            centered=config["centered"],
-        )
+    _drop_in = RMSpropTFOptimizer
+    _config_name = "RMSPropTF"
