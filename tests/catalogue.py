@@ -16,6 +16,7 @@ import torch
 
 import optax_torch as otx
 import optax_torch.contrib as otc
+from optax_torch.transforms.kron import scale_by_kron
 
 # Extra keyword arguments an update may need, computed from the objective at the current params.
 VALUE = "value"  # the loss value (polyak_sgd, momo, reduce_on_plateau)
@@ -237,6 +238,14 @@ def _transforms() -> dict[str, Entry]:
             0.55,
             0,
             _meta={**no_complex, "random": True, "no_compile": _GENERATOR},
+        ),
+        "scale_by_kron": Entry(  # factory: resolvable once optax_torch exports scale_by_kron
+            build=lambda: scale_by_kron(preconditioner_update_probability=0.5, weight_decay=1e-3),
+            optimizer=False,
+            factory="scale_by_kron",
+            complex_ok=False,
+            random=True,
+            no_compile="draws from a Python random.Random whose state is in its state (eager)",
         ),
         "keep_params_nonnegative": tx("keep_params_nonnegative"),
         "zero_nans": tx("zero_nans"),

@@ -362,6 +362,10 @@ def scale_by_kron(
             x = shaped(g)
             pdtype = precond_dtype or g.dtype
             step = int(count[j])
+            if x.numel() == 0:  # nothing to precondition (the reference fails on these)
+                count[j] = torch.tensor(step + 1, dtype=torch.int32)
+                out.append(torch.zeros_like(g))
+                continue
             prob = prob_fn(step) if callable(prob_fn) else prob_fn
             n_since = int(counter[j]) + 1
             do_update = bool(n_since >= 1 / prob)
