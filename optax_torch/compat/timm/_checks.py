@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["check_scalar", "int_steps", "max_lr_snapshot", "wd_factor"]
+__all__ = ["check_args", "check_scalar", "int_steps", "max_lr_snapshot", "wd_factor"]
 
 
 def check_scalar(name: str, value: Any, min_value: float = 0.0, max_value: float | None = None):
@@ -19,6 +19,30 @@ def check_scalar(name: str, value: Any, min_value: float = 0.0, max_value: float
         value_float = float(value)
     if value_float < min_value or (max_value is not None and value_float >= max_value):
         raise ValueError(f"Invalid {name}: {value}")
+
+
+def check_args(*, n_betas: int = 2, nan_ok: bool = False, **named: Any) -> None:
+    """timm's torch-style constructor checks, in the order given, with their messages.
+
+    ``lr``: ``>= 0`` (``Invalid learning rate: <lr>``); ``eps``: ``>= 0`` (``Invalid epsilon
+    value: <eps>``); ``betas``: the first ``n_betas`` each in ``[0, 1)`` (``Invalid beta
+    parameter at index <i>: <beta>``); any other name: ``>= 0`` (``Invalid <name> value:
+    <value>``). ``nan_ok``: test ``value < 0`` (NaN passes, as in timm's ``Lars`` and ``SGDW``)
+    instead of ``not value >= 0``.
+
+    Example::
+
+        >>> check_args(lr=lr, eps=eps, betas=betas)
+    """
+    for name, value in named.items():
+        if name == "betas":
+            for i in range(n_betas):
+                if not 0.0 <= value[i] < 1.0:
+                    raise ValueError(f"Invalid beta parameter at index {i}: {value[i]}")
+        elif (value < 0.0) if nan_ok else not value >= 0.0:
+            if name == "lr":
+                raise ValueError(f"Invalid learning rate: {value}")
+            raise ValueError(f"Invalid {'epsilon' if name == 'eps' else name} value: {value}")
 
 
 def max_lr_snapshot(lr: Any, corrected_weight_decay: bool = False) -> float:

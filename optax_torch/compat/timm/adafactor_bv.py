@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, identity, stateless
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import check_scalar, max_lr_snapshot
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import add_decayed_weights, clip_by_block_rms, ema, scale
 from optax_torch.transforms.caution import caution as cautious
@@ -74,17 +75,6 @@ def _adafactor_bv_tx(
         add_decayed_weights(wd_scale * weight_decay) if is_nonzero(weight_decay) else identity(),
         scale(-1.0),
     )
-
-
-def _validate_scalar(name: str, value: Any) -> None:
-    if torch.is_tensor(value):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar or scalar tensor.")
-        value_float = float(value.detach().cpu())
-    else:
-        value_float = float(value)
-    if value_float < 0.0:
-        raise ValueError(f"Invalid {name}: {value}")
 
 
 class AdafactorBigVision(TorchOptimDropIn):
@@ -165,14 +155,9 @@ class AdafactorBigVision(TorchOptimDropIn):
             else:
                 assert momentum_dtype == "float32", f"{momentum_dtype} dtype not supported"
                 momentum_dtype = torch.float32
-        _validate_scalar("learning rate", lr)
-        _validate_scalar("weight_decay", weight_decay)
-        max_lr = float(lr.detach()) if isinstance(lr, torch.Tensor) else float(lr)
-        if corrected_weight_decay and max_lr <= 0:
-            raise ValueError(
-                f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
-                "optimizer with the peak lr."
-            )
+        check_scalar("learning rate", lr)
+        check_scalar("weight_decay", weight_decay)
+        max_lr = max_lr_snapshot(lr, corrected_weight_decay)
         super().__init__(
             params,
             _adafactor_bv_tx,

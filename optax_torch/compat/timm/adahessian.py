@@ -9,6 +9,7 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import check_args
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale
 from optax_torch.transforms.hessian import (
@@ -92,14 +93,7 @@ class Adahessian(TorchOptimDropIn):
         n_samples=1,
         avg_conv_kernel=False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_args(lr=lr, eps=eps, betas=betas)
         if not 0.0 <= hessian_power <= 1.0:
             raise ValueError(f"Invalid Hessian power value: {hessian_power}")
         self.n_samples = n_samples

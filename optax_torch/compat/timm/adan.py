@@ -8,6 +8,7 @@ import torch
 
 from optax_torch.base import GradientTransformation
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import check_args
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn
 from optax_torch.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from optax_torch.transforms.adaptive import scale_by_adan
@@ -88,13 +89,7 @@ class Adan(TorchOptimDropIn):
         caution: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        for i in (0, 1, 2):
-            if not 0.0 <= betas[i] < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        check_args(lr=lr, eps=eps, betas=betas, n_betas=3)
         super().__init__(
             params,
             _adan_tx,

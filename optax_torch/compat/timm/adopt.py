@@ -9,6 +9,7 @@ from torch import Tensor
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import max_lr_snapshot
 from optax_torch.compat.torch_optim._common import (
     TorchOptimDropIn,
     check_args,
@@ -19,18 +20,6 @@ from optax_torch.contrib.adopt import scale_by_adopt
 from optax_torch.transforms import add_decayed_weights, scale, scale_by_learning_rate
 
 __all__ = ["Adopt"]
-
-
-def max_lr_snapshot(lr: float | Tensor, corrected_weight_decay: bool = False) -> float:
-    """timm's ``_max_lr_snapshot``: the constructor's lr as a float (the peak lr of
-    ``corrected_weight_decay``, whose decay is ``lr ** 2 / max_lr * weight_decay``)."""
-    max_lr = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
-    if corrected_weight_decay and max_lr <= 0:
-        raise ValueError(
-            f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
-            "optimizer with the peak lr."
-        )
-    return max_lr
 
 
 def _clip_fn(clip_exp: float):

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm.adopt import max_lr_snapshot
+from optax_torch.compat.timm._checks import check_args, check_scalar, max_lr_snapshot
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn
 from optax_torch.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from optax_torch.transforms.caution import caution as cautious
 from optax_torch.transforms.laprop import scale_by_laprop
 
 __all__ = ["LaProp"]
-
-
-def _validate_scalar(name: str, value) -> None:
-    """timm's ``_validate_scalar`` (minimum 0)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar or scalar tensor.")
-        value_float = float(value.detach().cpu())
-    else:
-        value_float = float(value)
-    if value_float < 0.0:
-        raise ValueError(f"Invalid {name}: {value}")
 
 
 def _laprop_tx(
@@ -97,11 +83,9 @@ class LaProp(TorchOptimDropIn):
         corrected_weight_decay: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        _validate_scalar("learning rate", lr)
-        _validate_scalar("epsilon", eps)
-        for i in (0, 1):
-            if not 0.0 <= betas[i] < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        check_scalar("learning rate", lr)
+        check_scalar("epsilon", eps)
+        check_args(betas=betas)
         super().__init__(
             params,
             _laprop_tx,

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import int_steps
+from optax_torch.compat.timm._checks import check_args, int_steps
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from optax_torch.transforms.mars import scale_by_mars
@@ -106,14 +106,7 @@ class Mars(TorchOptimDropIn):
         betas_1d: tuple[float, float] | None = None,
         caution: bool = False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_args(lr=lr, eps=eps, betas=betas)
         if mars_type not in ["adamw", "lion"]:
             raise AssertionError("MARS type not supported")
         super().__init__(

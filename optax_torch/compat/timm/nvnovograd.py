@@ -8,6 +8,7 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import check_args, max_lr_snapshot
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale
 from optax_torch.transforms.factorized import scale_by_novograd
@@ -102,20 +103,8 @@ class NvNovoGrad(TorchOptimDropIn):
         decoupled_decay=False,
         corrected_weight_decay=False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        max_lr = float(lr.detach()) if isinstance(lr, torch.Tensor) else float(lr)
-        if corrected_weight_decay and max_lr <= 0:
-            raise ValueError(
-                f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
-                "optimizer with the peak lr."
-            )
+        check_args(lr=lr, eps=eps, betas=betas)
+        max_lr = max_lr_snapshot(lr, corrected_weight_decay)
         super().__init__(
             params,
             _nvnovograd_tx,

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import check_scalar, max_lr_snapshot
+from optax_torch.compat.timm._checks import check_args, check_scalar, max_lr_snapshot
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import (
     add_decayed_weights,
@@ -142,8 +142,7 @@ class RMSpropTF(TorchOptimDropIn):
         check_scalar("epsilon", eps)
         check_scalar("momentum", momentum)
         check_scalar("weight_decay", weight_decay)
-        if not alpha >= 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_args(alpha=alpha)
         max_lr = max_lr_snapshot(lr, corrected_weight_decay)
         super().__init__(
             params,

@@ -8,7 +8,7 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import max_lr_snapshot
+from optax_torch.compat.timm._checks import check_args, max_lr_snapshot
 from optax_torch.compat.timm.adamw import decoupled_decay
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
 from optax_torch.transforms import dampened_trace, scale, scale_by_learning_rate, trace
@@ -118,12 +118,7 @@ class SGDW(TorchOptimDropIn):
         foreach: bool | None = None,
         differentiable: bool = False,
     ) -> None:
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_args(lr=lr, momentum=momentum, weight_decay=weight_decay, nan_ok=True)
         snapshot = max_lr_snapshot(lr, corrected_weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
