@@ -20,6 +20,10 @@ from timm.optim import _param_groups as tgroups  # noqa: E402
 from timm.scheduler import create_scheduler_v2  # noqa: E402
 
 from optax_torch.compat.timm import _factory as ofactory  # noqa: E402
+
+# timm's Kron compiles its kernels with torch.compile (minutes on CPU): run them eagerly, the
+# math the drop-in runs (tests/test_timm_kron.py).
+timm.optim.kron.has_dynamo = False  # type: ignore[attr-defined]
 from optax_torch.compat.timm import _param_groups as ogroups  # noqa: E402
 
 STEPS = 10
@@ -379,12 +383,16 @@ def _run_pair(name: str, kwargs: dict[str, Any], dtype=torch.float64, steps: int
     atol = ATOL[dtype]
     if dtype == torch.float64:
         atol = F64_ATOL.get(getattr(info.opt_class, "__name__", ""), atol)
+    # Kron (deterministic=False) draws its probe vectors from torch's global generator.
+    reseed = getattr(info.opt_class, "__name__", "") == "Kron"
     for step in range(steps):
         x, y = _batch(step, dtype)
         for m, opt in ((m_ours, opt_ours), (m_ref, opt_ref)):
             opt.zero_grad()
             loss = (m(x) - y).square().mean()
             loss.backward(create_graph=second_order)
+            if reseed:
+                torch.manual_seed(1000 + step)
             opt.step()
         sched_ours.step_update(num_updates=step + 1)
         sched_ref.step_update(num_updates=step + 1)

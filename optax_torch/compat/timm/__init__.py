@@ -8,11 +8,11 @@ runs a chain of optax_torch transformations through :class:`optax_torch.TorchOpt
     >>> opt = create_optimizer_v2(model, "lamb", lr=1e-3, weight_decay=0.05, layer_decay=0.65)
 
 Classes: ``AdaBelief``, ``Adafactor``, ``AdafactorBigVision``, ``Adahessian``, ``AdamP``,
-``AdamW`` (torch's, as in timm), ``AdamWLegacy``, ``Adan``, ``Adopt``, ``LaProp``, ``Lamb``,
-``Lars``, ``Lion``, ``Lookahead`` (a wrapper of any optimizer), ``MADGRAD``, ``Mars``, ``Muon``,
-``AdaMuon``, ``NAdamLegacy``, ``NAdamW``, ``NvNovoGrad``, ``RAdamLegacy``, ``RMSpropTF``,
-``SGDP``, ``SGDW``. Not yet: ``Kron`` (the registry names ``kron``, ``kronw``, ``kronc`` raise
-``ImportError``). timm itself is not needed to use this module (only to test it against).
+``AdamW`` (torch's, as in timm), ``AdamWLegacy``, ``Adan``, ``Adopt``, ``Kron`` (PSGD),
+``LaProp``, ``Lamb``, ``Lars``, ``Lion``, ``Lookahead`` (a wrapper of any optimizer),
+``MADGRAD``, ``Mars``, ``Muon``, ``AdaMuon``, ``NAdamLegacy``, ``NAdamW``, ``NvNovoGrad``,
+``RAdamLegacy``, ``RMSpropTF``, ``SGDP``, ``SGDW``. timm itself is not needed to use this
+module (only to test it against).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from optax_torch.compat.timm.adamp import SGDP, AdamP
 from optax_torch.compat.timm.adamw import AdamW, AdamWLegacy
 from optax_torch.compat.timm.adan import Adan
 from optax_torch.compat.timm.adopt import Adopt
+from optax_torch.compat.timm.kron import Kron
 from optax_torch.compat.timm.lamb import Lamb
 from optax_torch.compat.timm.laprop import LaProp
 from optax_torch.compat.timm.lars import Lars
@@ -62,6 +63,7 @@ __all__ = [
     "AdamWLegacy",
     "Adan",
     "Adopt",
+    "Kron",
     "LaProp",
     "Lamb",
     "Lars",
