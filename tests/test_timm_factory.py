@@ -20,11 +20,11 @@ from timm.optim import _param_groups as tgroups  # noqa: E402
 from timm.scheduler import create_scheduler_v2  # noqa: E402
 
 from optax_torch.compat.timm import _factory as ofactory  # noqa: E402
+from optax_torch.compat.timm import _param_groups as ogroups  # noqa: E402
 
 # timm's Kron compiles its kernels with torch.compile (minutes on CPU): run them eagerly, the
 # math the drop-in runs (tests/test_timm_kron.py).
 timm.optim.kron.has_dynamo = False  # type: ignore[attr-defined]
-from optax_torch.compat.timm import _param_groups as ogroups  # noqa: E402
 
 STEPS = 10
 ATOL = {torch.float64: 1e-12, torch.float32: 1e-6}
