@@ -1,12 +1,24 @@
-"""timm's constructor checks, with timm's messages (shared by the timm drop-ins)."""
+"""Shared pieces of the timm drop-ins: timm's constructor checks (with timm's messages), the
+corrected-decay helpers, and state dicts with timm's Python-number counts (:class:`IntStepDropIn`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from torch import Tensor
 
-__all__ = ["check_args", "check_scalar", "int_steps", "max_lr_snapshot", "wd_factor"]
+from optax_torch.compat.torch_optim._common import TorchOptimDropIn
+
+__all__ = [
+    "IntStepDropIn",
+    "check_args",
+    "check_scalar",
+    "int_steps",
+    "max_lr_snapshot",
+    "wd_factor",
+]
 
 
 def check_scalar(name: str, value: Any, min_value: float = 0.0, max_value: float | None = None):
@@ -65,12 +77,30 @@ def wd_factor(lr: Any, weight_decay: Any, max_lr: float | None) -> Any:
     return lr / max_lr * weight_decay
 
 
-def int_steps(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``state_dict`` with the per-parameter ``step`` counts as Python ints, timm's type for the
-    optimizers that count in Python (MADGRAD, Mars): a tensor count would make timm compute its
-    bias corrections in float32 after loading."""
+def int_steps(
+    state_dict: dict[str, Any], numbers: Mapping[str, type] | None = None
+) -> dict[str, Any]:
+    """``state_dict`` with per-parameter entries as Python numbers, timm's types for the
+    optimizers that count in Python: ``numbers`` maps an entry's key to ``int`` or ``float``
+    (default ``{"step": int}``). A tensor count would make timm compute its bias corrections in
+    float32 after loading. Loading needs no counterpart: a Python number is cast to the state's
+    dtype like any saved value."""
+    numbers = {"step": int} if numbers is None else numbers
     for entry in state_dict["state"].values():
-        step = entry.get("step")
-        if isinstance(step, Tensor):
-            entry["step"] = int(step)
+        for key, kind in numbers.items():
+            value = entry.get(key)
+            if isinstance(value, Tensor):
+                entry[key] = kind(value)
     return state_dict
+
+
+class IntStepDropIn(TorchOptimDropIn):
+    """A drop-in whose original keeps some per-parameter entries (``step`` at least) as Python
+    numbers: its ``state_dict`` writes them so (:func:`int_steps`), for the original to load.
+
+    ``_python_numbers`` maps the keys to ``int`` or ``float``; default ``{"step": int}``."""
+
+    _python_numbers: ClassVar[Mapping[str, type]] = {"step": int}
+
+    def state_dict(self) -> dict[str, Any]:
+        return int_steps(super().state_dict(), self._python_numbers)

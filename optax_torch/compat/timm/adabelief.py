@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm.adamp import IntStepDropIn
+from optax_torch.compat.timm._checks import IntStepDropIn
 from optax_torch.compat.torch_optim._common import check_args, is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale_by_learning_rate
 from optax_torch.transforms.adaptive import scale_by_belief

@@ -8,7 +8,8 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.transforms import clip_by_block_rms, ema, scale
 from optax_torch.transforms.caution import caution as cautious
 from optax_torch.transforms.factorized import (
@@ -70,7 +71,7 @@ def _adafactor_tx(
     )
 
 
-class Adafactor(TorchOptimDropIn):
+class Adafactor(IntStepDropIn):
     r"""timm's ``Adafactor`` (fairseq's, with timm's choice of factored axes) on optax_torch.
 
     Per param group, the chain
@@ -161,20 +162,8 @@ class Adafactor(TorchOptimDropIn):
             caution=caution,
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        """The state in timm's layout: the step counts as Python ints (as timm keeps them)."""
-        sd = super().state_dict()
-        for entry in sd["state"].values():
-            for key in ("step",):
-                if isinstance(entry.get(key), torch.Tensor):
-                    entry[key] = int(entry[key])
-        return sd
-
     def _adapt_entry(self, entry: dict[str, Any], expected: set[str]) -> dict[str, Any]:
-        # timm keeps ``step`` as a Python int (and ``RMS`` is 0 before the first step).
-        entry = dict(entry)
-        for key in ("step", "RMS"):
-            if isinstance(entry.get(key), int | float):
-                dtype = torch.int32 if key == "step" else torch.get_default_dtype()
-                entry[key] = torch.tensor(entry[key], dtype=dtype)
+        # timm's ``RMS`` is a Python number (0 before the first step): read in the default dtype.
+        if isinstance(entry.get("RMS"), int | float):
+            entry = {**entry, "RMS": torch.tensor(entry["RMS"], dtype=torch.get_default_dtype())}
         return entry

@@ -9,8 +9,8 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import check_args
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn, check_args
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale
 from optax_torch.transforms.hessian import (
     average_conv_kernel,
@@ -34,7 +34,7 @@ def _adahessian_tx(lr, betas, eps, weight_decay, hessian_power) -> GradientTrans
     )
 
 
-class Adahessian(TorchOptimDropIn):
+class Adahessian(IntStepDropIn):
     r"""timm's ``Adahessian`` on optax_torch.
 
     ``step`` first estimates the Hessian diagonal of every parameter that has a gradient, as
@@ -73,6 +73,7 @@ class Adahessian(TorchOptimDropIn):
     resumed run recomputes the estimate and draws from the seed again).
     """
 
+    _python_numbers: ClassVar[dict[str, type]] = {"step": int, "hessian step": int}
     _complex_as_real: ClassVar[bool] = False
     _state_key_map: ClassVar[dict[str, str]] = {
         "0.count": "hessian step",
@@ -184,20 +185,3 @@ class Adahessian(TorchOptimDropIn):
             for p in group["params"]
         ]
         super()._step_group(gi, group, {**extra_args, "hessian": hessian})
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state in timm's layout: the step counts as Python ints (as timm keeps them)."""
-        sd = super().state_dict()
-        for entry in sd["state"].values():
-            for key in ("step", "hessian step"):
-                if isinstance(entry.get(key), torch.Tensor):
-                    entry[key] = int(entry[key])
-        return sd
-
-    def _adapt_entry(self, entry: dict[str, Any], expected: set[str]) -> dict[str, Any]:
-        # timm keeps the steps as Python ints.
-        entry = dict(entry)
-        for key in ("step", "hessian step"):
-            if isinstance(entry.get(key), int):
-                entry[key] = torch.tensor(entry[key], dtype=torch.int32)
-        return entry

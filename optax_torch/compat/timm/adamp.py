@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import torch
 from torch.optim.optimizer import required  # type: ignore[attr-defined]
 
 from optax_torch.base import GradientTransformation
 from optax_torch.combine import chain
+from optax_torch.compat.timm._checks import IntStepDropIn
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn
 from optax_torch.transforms import scale_by_adam, scale_by_learning_rate, trace
 from optax_torch.transforms.projection import project_scale_invariant
 
 __all__ = ["SGDP", "AdamP"]
-
-
-class IntStepDropIn(TorchOptimDropIn):
-    """A drop-in whose original keeps ``step`` as a Python int (``state_dict`` writes it so, for
-    the original to load: a tensor step would turn its ``beta ** step`` into float32)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
-        for entry in sd["state"].values():
-            if isinstance(entry.get("step"), torch.Tensor):
-                entry["step"] = int(entry["step"])
-        return sd
 
 
 def _adamp_tx(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import int_steps
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.contrib.madgrad import scale_by_madgrad
 from optax_torch.transforms import add_decayed_weights
 
@@ -29,7 +29,7 @@ def _madgrad_tx(lr, eps, momentum, weight_decay, decoupled_decay) -> GradientTra
     )
 
 
-class MADGRAD(TorchOptimDropIn):
+class MADGRAD(IntStepDropIn):
     r"""timm's ``MADGRAD`` (``timm.optim.MADGRAD``) on optax_torch.
 
     Per param group, the chain ``add_decayed_weights(weight_decay)`` (L2, unless
@@ -87,7 +87,3 @@ class MADGRAD(TorchOptimDropIn):
             weight_decay=weight_decay,
             decoupled_decay=decoupled_decay,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        # timm counts steps in Python ints (see int_steps).
-        return int_steps(super().state_dict())

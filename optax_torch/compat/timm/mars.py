@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import check_args, int_steps
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn, check_args
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from optax_torch.transforms.mars import scale_by_mars
 from optax_torch.transforms.masking import masked
@@ -53,7 +53,7 @@ def _mars_tx(
     )
 
 
-class Mars(TorchOptimDropIn):
+class Mars(IntStepDropIn):
     r"""timm's ``Mars`` (``timm.optim.Mars``) on optax_torch.
 
     Per param group, the chain ``scale_by_mars(b1, b2, eps, gamma, mars_type, optimize_1d,
@@ -123,7 +123,3 @@ class Mars(TorchOptimDropIn):
             betas_1d=betas_1d or betas,
             caution=caution,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        # timm counts steps in Python ints (see int_steps).
-        return int_steps(super().state_dict())

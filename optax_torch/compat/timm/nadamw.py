@@ -8,7 +8,7 @@ import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import int_steps, max_lr_snapshot
+from optax_torch.compat.timm._checks import IntStepDropIn, max_lr_snapshot
 from optax_torch.compat.timm.adamw import decoupled_decay
 from optax_torch.compat.torch_optim._common import TorchOptimDropIn, check_args, is_nonzero
 from optax_torch.transforms import (
@@ -143,7 +143,7 @@ def _nadam_legacy_tx(
     )
 
 
-class NAdamLegacy(TorchOptimDropIn):
+class NAdamLegacy(IntStepDropIn):
     r"""timm's ``NAdamLegacy`` (registry name ``nadamlegacy``) on optax_torch: NAdam with
     Dozat's momentum schedule and L2 weight decay.
 
@@ -170,6 +170,7 @@ class NAdamLegacy(TorchOptimDropIn):
     timm, so that timm can load it).
     """
 
+    _python_numbers: ClassVar[dict[str, type]] = {"step": int, "m_schedule": float}
     _state_key_map: ClassVar[dict[str, str]] = {
         "1.count": "step",
         "1.mu_product": "m_schedule",
@@ -196,11 +197,3 @@ class NAdamLegacy(TorchOptimDropIn):
         if isinstance(entry.get("m_schedule"), float):
             entry = {**entry, "m_schedule": torch.tensor(entry["m_schedule"], dtype=torch.float64)}
         return entry
-
-    def state_dict(self) -> dict[str, Any]:
-        """:meth:`TorchOptimizer.state_dict` with timm's Python ``step`` and ``m_schedule``."""
-        state_dict = int_steps(super().state_dict())
-        for entry in state_dict["state"].values():
-            if isinstance(entry.get("m_schedule"), torch.Tensor):
-                entry["m_schedule"] = float(entry["m_schedule"])
-        return state_dict

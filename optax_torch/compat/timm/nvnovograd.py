@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import check_args, max_lr_snapshot
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn, check_args, max_lr_snapshot
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale
 from optax_torch.transforms.factorized import scale_by_novograd
 
@@ -48,7 +48,7 @@ def _nvnovograd_tx(
     )
 
 
-class NvNovoGrad(TorchOptimDropIn):
+class NvNovoGrad(IntStepDropIn):
     r"""timm's ``NvNovoGrad`` (NVIDIA's NovoGrad) on optax_torch.
 
     Per param group, the chain
@@ -118,18 +118,3 @@ class NvNovoGrad(TorchOptimDropIn):
             corrected_weight_decay=corrected_weight_decay,
             max_lr_snapshot=max_lr,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state in timm's layout: the step counts as Python ints (as timm keeps them)."""
-        sd = super().state_dict()
-        for entry in sd["state"].values():
-            for key in ("step",):
-                if isinstance(entry.get(key), torch.Tensor):
-                    entry[key] = int(entry[key])
-        return sd
-
-    def _adapt_entry(self, entry: dict[str, Any], expected: set[str]) -> dict[str, Any]:
-        # timm keeps ``step`` as a Python int.
-        if isinstance(entry.get("step"), int):
-            entry = {**entry, "step": torch.tensor(entry["step"], dtype=torch.int32)}
-        return entry

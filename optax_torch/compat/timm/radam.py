@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from optax_torch.base import GradientTransformation, identity
 from optax_torch.combine import chain
-from optax_torch.compat.timm._checks import int_steps
-from optax_torch.compat.torch_optim._common import TorchOptimDropIn, is_nonzero
+from optax_torch.compat.timm._checks import IntStepDropIn
+from optax_torch.compat.torch_optim._common import is_nonzero
 from optax_torch.transforms import add_decayed_weights, scale_by_learning_rate, scale_by_radam
 
 __all__ = ["RAdamLegacy"]
@@ -25,7 +25,7 @@ def _radam_legacy_tx(
     )
 
 
-class RAdamLegacy(TorchOptimDropIn):
+class RAdamLegacy(IntStepDropIn):
     r"""timm's ``RAdamLegacy`` (registry name ``radamlegacy``) on optax_torch: Rectified Adam
     (the reference implementation of Liu et al.) with decoupled weight decay.
 
@@ -63,7 +63,3 @@ class RAdamLegacy(TorchOptimDropIn):
         super().__init__(
             params, _radam_legacy_tx, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        """:meth:`TorchOptimizer.state_dict` with timm's Python ``step``."""
-        return int_steps(super().state_dict())
