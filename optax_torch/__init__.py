@@ -27,9 +27,11 @@ from optax_torch.base import (
     TransformUpdateExtraArgsFn,
     TransformUpdateFn,
     Updates,
+    consumes_updates,
     donation_safe,
     identity,
     init_empty_state,
+    is_consuming_updates,
     is_donation_safe,
     set_to_zero,
     stateless,
@@ -44,6 +46,7 @@ from optax_torch.combine import (
     named_chain,
     partition,
 )
+from optax_torch.compiled import compile_update
 from optax_torch.linear_algebra import *  # noqa: F403
 from optax_torch.numerics import (
     safe_increment,
@@ -85,11 +88,14 @@ __all__ = [
     "apply_updates",
     "bias_correction",
     "chain",
+    "compile_update",
+    "consumes_updates",
     "contrib",
     "donation_safe",
     "identity",
     "incremental_update",
     "init_empty_state",
+    "is_consuming_updates",
     "is_donation_safe",
     "multi_transform",
     "named_chain",

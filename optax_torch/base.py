@@ -11,9 +11,11 @@ Pytrees are any ``torch.utils._pytree`` tree (nested dict / list / tuple / Named
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -34,8 +36,10 @@ __all__ = [
     "TransformUpdateFn",
     "Updates",
     "identity",
+    "consumes_updates",
     "donation_safe",
     "init_empty_state",
+    "is_consuming_updates",
     "is_donation_safe",
     "set_to_zero",
     "stateless",
@@ -132,9 +136,34 @@ def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     ``torch.compile``'s per-code cache would fill up after eight of them."""
     # (Built inside a compiled region, e.g. by inject_hyperparams, a function is inlined, never
     # cached; and dynamo cannot trace code.replace.)
-    if isinstance(fn, types.FunctionType) and not torch.compiler.is_compiling():
+    if (
+        isinstance(fn, types.FunctionType)
+        and not _code_sharing.on
+        and not torch.compiler.is_compiling()
+    ):
         fn.__code__ = fn.__code__.replace()
     return fn
+
+
+class _CodeSharing(threading.local):
+    on: bool = False
+
+
+_code_sharing = _CodeSharing()
+
+
+@contextlib.contextmanager
+def _share_code() -> Iterator[None]:
+    """Transformations built in the block share their code objects with every other instance
+    built from the same source (no :func:`_own_code` copy): a compiled step that takes the
+    transformation as an argument then hits its cache when the transformation is rebuilt with
+    new tensor hyperparameters (``TorchOptimizer(compile=True)``)."""
+    prev = _code_sharing.on
+    _code_sharing.on = True
+    try:
+        yield
+    finally:
+        _code_sharing.on = prev
 
 
 def _unwrap(update: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,6 +245,29 @@ def is_donation_safe(tx: GradientTransformation) -> bool:
     """Whether ``tx.update`` is marked with :func:`donation_safe`."""
     update = _unwrap(tx.update)
     return bool(getattr(update, _DONATION_SAFE, False))
+
+
+_CONSUMES_UPDATES = "_optax_torch_consumes_updates"
+
+
+def consumes_updates(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` as reading its input updates only in the one tree operation that
+    computes its output from them (``tree.scale(s, updates)``, ``tree.add_scale(updates, wd,
+    params)``), and never keeping them.
+
+    Inside :func:`optax_torch.tree.donate` (the ``TorchOptimizer`` step), :func:`chain` donates
+    the intermediate updates of one member to a next member marked so, which then writes its
+    result into them: a learning-rate scaling or a decoupled decay costs no new buffer. Implies
+    nothing without a donation block.
+    """
+    target = _unwrap(update_fn)
+    setattr(target, _CONSUMES_UPDATES, True)
+    return update_fn
+
+
+def is_consuming_updates(tx: GradientTransformation) -> bool:
+    """Whether ``tx.update`` is marked with :func:`consumes_updates`."""
+    return bool(getattr(_unwrap(tx.update), _CONSUMES_UPDATES, False))
 
 
 class EmptyState(NamedTuple):
@@ -305,5 +357,7 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
 
     if is_donation_safe(tx):
         donation_safe(update)
+    if is_consuming_updates(tx):
+        consumes_updates(update)
     # tx.update already keeps the state of None-gradient leaves.
     return GradientTransformationExtraArgs._unwrapped(tx.init, update)

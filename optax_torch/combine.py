@@ -11,7 +11,9 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     OptState,
     PyTree,
+    consumes_updates,
     donation_safe,
+    is_consuming_updates,
     is_donation_safe,
     with_extra_args_support,
 )
@@ -55,13 +57,34 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
                 "entries: pass the state made by this chain's init"
             )
         new_state = []
-        for s, t in zip(state, transforms):
-            updates, new_s = t.update(updates, s, params, **extra_args)
+        if not tree._donated.depth:
+            for s, t in zip(state, transforms):
+                updates, new_s = t.update(updates, s, params, **extra_args)
+                new_state.append(new_s)
+            return updates, tuple(new_state)
+        # Inside ``tree.donate`` (the adapter's step): each intermediate update is read only by
+        # the next member, so a next member marked ``consumes_updates`` may write into it (e.g.
+        # ``scale`` rescales in place). Other members never see it as donated.
+        given = tree._donated.fresh
+        # Never offered: tensors the caller still sees, and any state (a member's output may
+        # be its own new state, which a later pass-through member hands on).
+        kept = tree._ids((updates, params, state))
+        for i, (s, t) in enumerate(zip(state, transforms)):
+            with tree._fresh_scope(given if consuming[i] else frozenset()):
+                out, new_s = t.update(updates, s, params, **extra_args)
+            kept |= tree._ids(new_s)
+            consumable_next = all_safe and i + 1 < len(transforms) and consuming[i + 1]
+            given = tree._offer(out, kept) if consumable_next else frozenset()
+            updates = out
             new_state.append(new_s)
         return updates, tuple(new_state)
 
-    if all(is_donation_safe(t) for t in transforms):
+    consuming = [is_consuming_updates(t) for t in transforms]
+    all_safe = all(is_donation_safe(t) for t in transforms)
+    if all_safe:
         donation_safe(update_fn)
+    if consuming and consuming[0]:
+        consumes_updates(update_fn)
     # Each member keeps the state of None-gradient leaves itself.
     return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 

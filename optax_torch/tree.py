@@ -190,7 +190,10 @@ def _groups(xs: list[Any]) -> list[list[int]]:
 
 
 class _Donated(threading.local):
-    ids: frozenset[int] = frozenset()
+    ids: frozenset[int] = frozenset()  # donated state tensors (donate())
+    fresh: frozenset[int] = frozenset()  # intermediate updates the running member may consume
+    spent: frozenset[int] = frozenset()  # intermediate updates consumed in this donate() block
+    depth: int = 0  # how many donate() blocks are open
 
 
 _donated = _Donated()
@@ -224,8 +227,14 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
     kept = {id(x) for t in exclude for x in leaves(t)}
     # A tensor that appears twice could be read after being overwritten: never donate it.
     ids = frozenset(i for i, c in counts.items() if c == 1).difference(kept)
-    with _donating(ids):
-        yield
+    _donated.depth += 1
+    try:
+        with _donating(ids):
+            yield
+    finally:
+        _donated.depth -= 1
+        if not _donated.depth:
+            _donated.fresh = _donated.spent = frozenset()
 
 
 @contextlib.contextmanager
@@ -251,6 +260,50 @@ def _take_donated(xs: list[Any], like: list[Any]) -> bool:
     return True
 
 
+def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
+    """Like :func:`_take_donated`, for intermediate updates (:func:`_fresh_scope`)."""
+    ids = _donated.fresh
+    if not xs or not ids.issuperset(builtins.map(id, xs)) or not _same_dtypes(xs, like):
+        return False
+    taken = frozenset(builtins.map(id, xs))
+    _donated.fresh = ids - taken
+    _donated.spent = _donated.spent | taken
+    return True
+
+
+def _ids(tree: Tree) -> set[int]:
+    """The ids of the tensors of ``tree``."""
+    return {id(x) for x in _pytree.tree_leaves(tree) if x is not None}
+
+
+def _offer(updates: Tree, kept: set[int]) -> frozenset[int]:
+    """Inside a :func:`donate` block, the ids of the tensors of ``updates`` — an intermediate
+    result that only the next member of a chain will read — that may be given to that member
+    with :func:`_fresh_scope`: all but those in ``kept`` (the chain's inputs, every state), in
+    the donated state, or twice. The chain keeps ``updates`` alive while the ids are in use, so
+    that no id can be reused meanwhile."""
+    if not _donated.depth:
+        return frozenset()
+    xs = [x for x in _pytree.tree_leaves(updates) if isinstance(x, torch.Tensor)]
+    if not xs:
+        return frozenset()
+    counts = collections.Counter(builtins.map(id, xs))
+    return frozenset(i for i, c in counts.items() if c == 1).difference(kept, _donated.ids)
+
+
+@contextlib.contextmanager
+def _fresh_scope(ids: frozenset[int]) -> Iterator[None]:
+    """Runs the block with ``ids`` (from :func:`_offer`) as the only intermediate updates that
+    operations with a ``consumable`` tree may overwrite; restores the outer ones afterwards,
+    less those consumed."""
+    prev = _donated.fresh
+    _donated.fresh = ids
+    try:
+        yield
+    finally:
+        _donated.fresh = prev - _donated.spent if prev else prev
+
+
 _dtype_of = operator.attrgetter("dtype")
 
 
@@ -265,6 +318,7 @@ def _apply(
     *trees: Tree,
     names: Sequence[str] = (),
     donatable: int | tuple[int, ...] | None = None,
+    consumable: int | None = None,
 ) -> Tree:
     """Runs ``kernel(backend, leaves_0, leaves_1, ...)`` on the leaves of the trees.
 
@@ -272,7 +326,9 @@ def _apply(
     ``None`` (a parameter without gradient has no update, and no new state). In the multi-tensor
     backend the kernel runs once per (device, dtype) group of tree 0. If ``donatable`` names (the
     index of) a tree whose tensors are all donated (:func:`donate`), the kernel is called with
-    ``inplace=<that index>`` and may write its result into that tree's tensors.
+    ``inplace=<that index>`` and may write its result into that tree's tensors. ``consumable``
+    does the same for intermediate updates only (donated by a chain to a member marked
+    :func:`optax_torch.consumes_updates`), never for a donated state.
     """
     first, spec = flatten(trees[0])
     rest = [
@@ -294,6 +350,14 @@ def _apply(
             if _take_donated(lists[k], lists[0]):
                 extra["inplace"] = k
                 break
+    if (
+        consumable is not None
+        and "inplace" not in extra
+        and backend is _Foreach
+        and _donated.fresh
+        and _take_fresh(lists[consumable], lists[0])
+    ):
+        extra["inplace"] = consumable
     # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
     if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
@@ -399,8 +463,18 @@ def abs_sq(tree: Tree) -> Tree:
 
 
 def scale(scalar: Scalar, tree: Tree) -> Tree:
-    """``scalar * tree``."""
-    return _apply(lambda b, xs: b.mul_scalar(xs, scalar), tree)
+    """``scalar * tree`` (written into ``tree`` if it holds intermediate updates that a chain
+    donated, see :func:`optax_torch.consumes_updates`)."""
+
+    def kernel(b, xs, inplace=None):
+        if inplace == 0:
+            s = _as_number(scalar)
+            if not isinstance(s, torch.Tensor) or s.device == xs[0].device:
+                torch._foreach_mul_(xs, s)
+                return xs
+        return b.mul_scalar(xs, scalar)
+
+    return _apply(kernel, tree, consumable=0)
 
 
 def add_scalar(tree: Tree, scalar: Scalar) -> Tree:
@@ -423,7 +497,9 @@ def add_scale(tree_x: Tree, scalar: Scalar, tree_y: Tree) -> Tree:
             return xs
         return b.add_scaled(xs, s, ys)
 
-    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=(1, 0))
+    return _apply(
+        kernel, tree_x, tree_y, names=("tree_x", "tree_y"), donatable=(1, 0), consumable=0
+    )
 
 
 def div_sqrt(

@@ -191,3 +191,91 @@ def test_adapter_never_donates_to_an_unmarked_transformation():
         u, state = tx.update([g], state, params)
         params = otx.apply_updates(params, u)
     torch.testing.assert_close(w.detach(), params[0], rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Intermediate updates passed on by chain to members marked ``consumes_updates``
+# --------------------------------------------------------------------------------------------
+
+
+def _emitter(store):
+    """A stateless member returning fresh tensors it also records (for identity checks)."""
+
+    def f(updates, params):
+        del params
+        out = otree.scale(3.0, updates)
+        store.append(out)
+        return out
+
+    return otx.stateless(f)
+
+
+def test_chain_passes_its_intermediate_updates_to_a_consuming_member():
+    params = _params(torch.float32)
+    grads = _grads(params, 0)
+    store = []
+    tx = otx.chain(_emitter(store), otx.add_decayed_weights(0.5), otx.scale(-2.0))
+    assert otx.is_consuming_updates(otx.scale(1.0))
+    assert not otx.is_consuming_updates(tx)
+    state = tx.init(params)
+    expected, _ = tx.update(grads, state, params)  # not donated: fresh buffers
+    assert all(e is not s for e, s in zip(expected.values(), store[-1].values()))
+    with otree.donate(state, exclude=(grads, params)):
+        got, _ = tx.update(grads, state, params)
+    # both the decay and the scaling wrote into the emitter's buffers
+    assert all(g is s for g, s in zip(got.values(), store[-1].values()))
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+
+
+def test_intermediate_updates_reach_only_the_next_consuming_member():
+    params = _params(torch.float64)
+    grads = _grads(params, 1)
+    store = []
+    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+
+    @otx.consumes_updates
+    @otx.donation_safe
+    def reads_only(updates, state, params=None):  # marked, but consumes nothing
+        return otree.add(updates, zeros), state
+
+    marked = otx.GradientTransformation(lambda p: otx.EmptyState(), reads_only)
+
+    @otx.donation_safe
+    def would_overwrite(updates, state, params=None):  # unmarked; add_scale could write in place
+        return otree.add_scale(updates, 1.0, zeros), state
+
+    unmarked = otx.GradientTransformation(lambda p: otx.EmptyState(), would_overwrite)
+    for tx in (
+        otx.chain(_emitter(store), otx.chain(marked, unmarked)),
+        otx.chain(_emitter(store), otx.ema(0.5), otx.scale(2.0)),
+        otx.chain(_emitter(store), otx.chain(otx.trace(0.9), otx.scale(2.0))),
+    ):
+        state = tx.init(params)
+        expected, _ = tx.update(grads, state, params)
+        with otree.donate(state, exclude=(grads, params)):
+            got, _ = tx.update(grads, state, params)
+        emitted = store[-1]
+        for k in expected:
+            torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+            # the emitter's output was read by a non-consuming member: it must be intact
+            torch.testing.assert_close(emitted[k], 3.0 * grads[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_a_member_that_keeps_its_output_in_its_state_is_never_overwritten(passthrough):
+    params = _params(torch.float32)
+    # trace's output *is* its new state; identity hands it on unchanged
+    middle = (otx.identity(),) if passthrough else ()
+    tx = otx.chain(otx.chain(otx.scale(2.0), otx.trace(0.9)), *middle, otx.scale(-1.0))
+    state = tx.init(params)
+    for k in range(3):
+        grads = _grads(params, k)
+        expected, expected_state = tx.update(grads, state, params)
+        with otree.donate(state, exclude=(grads, params)):
+            got, state = tx.update(grads, state, params)
+        for name in expected:  # (donated, trace adds in torch's order: rounding differs)
+            torch.testing.assert_close(got[name], expected[name])
+            trace = state[0][1].trace[name]
+            torch.testing.assert_close(trace, expected_state[0][1].trace[name])
+            torch.testing.assert_close(trace, -got[name])

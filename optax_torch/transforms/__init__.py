@@ -9,6 +9,7 @@ from optax_torch.transforms import constraints as _constraints
 from optax_torch.transforms import factorized as _factorized
 from optax_torch.transforms import freezing as _freezing
 from optax_torch.transforms import hessian as _hessian
+from optax_torch.transforms import kron as _kron
 from optax_torch.transforms import laprop as _laprop
 from optax_torch.transforms import larc as _larc
 from optax_torch.transforms import lbfgs as _lbfgs
@@ -39,6 +40,7 @@ from optax_torch.transforms.constraints import *  # noqa: F403
 from optax_torch.transforms.factorized import *  # noqa: F403
 from optax_torch.transforms.freezing import *  # noqa: F403
 from optax_torch.transforms.hessian import *  # noqa: F403
+from optax_torch.transforms.kron import *  # noqa: F403
 from optax_torch.transforms.laprop import *  # noqa: F403
 from optax_torch.transforms.larc import *  # noqa: F403
 from optax_torch.transforms.lbfgs import *  # noqa: F403
@@ -76,6 +78,7 @@ __all__: list[str] = [
             _factorized,
             _freezing,
             _hessian,
+            _kron,
             _laprop,
             _larc,
             _lbfgs,

@@ -12,6 +12,7 @@ from optax_torch.base import (
     GradientTransformation,
     ScalarOrSchedule,
     Schedule,
+    consumes_updates,
     donation_safe,
 )
 
@@ -47,6 +48,7 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         del params
         return ScaleState()
 
+    @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -67,6 +69,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         del params
         return ScaleByScheduleState(count=numerics.zero_count())
 
+    @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -8,7 +8,13 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, ScalarOrSchedule, donation_safe
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    ScalarOrSchedule,
+    consumes_updates,
+    donation_safe,
+)
 from optax_torch.transforms.masking import masked
 
 __all__ = ["AddDecayedWeightsState", "WeightDecaySchedule", "add_decayed_weights"]
@@ -46,6 +52,7 @@ def add_decayed_weights(
             return WeightDecaySchedule(count=numerics.zero_count())
         return AddDecayedWeightsState()
 
+    @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):
         if params is None:

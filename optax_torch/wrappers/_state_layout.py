@@ -57,11 +57,15 @@ class Slot:
         # Per-parameter values of the group-wide leaves while they differ (see _per_param):
         # flat leaf index -> one value per parameter (None for parameters without state).
         self.pp: dict[int, list[Any]] | None = None
+        self.step_fn: Any = None  # the compiled step (TorchOptimizer(compile=True))
 
-    def without_transform(self) -> Slot:
-        """A shallow copy without the cached transform (rebuilt on the next step)."""
+    def without_transform(self, keep_transform: bool = False) -> Slot:
+        """A shallow copy without the compiled step and (unless ``keep_transform``) the cached
+        transform: closures, rebuilt on the next step."""
         out = copy(self)
-        out.tx_key, out.tx = None, None
+        out.step_fn = None
+        if not keep_transform:
+            out.tx_key, out.tx = None, None
         return out
 
 

@@ -23,7 +23,13 @@ import torch
 from torch.optim.optimizer import Optimizer
 
 from optax_torch import tree
-from optax_torch.base import GradientTransformation, is_donation_safe, with_extra_args_support
+from optax_torch.base import (
+    GradientTransformation,
+    _share_code,
+    is_donation_safe,
+    with_extra_args_support,
+)
+from optax_torch.compiled import compiled_step_fn
 from optax_torch.wrappers import _per_param as per_param
 from optax_torch.wrappers import _state_layout as layout
 from optax_torch.wrappers._hyperparams import (
@@ -138,8 +144,11 @@ class TorchOptimizer(Optimizer):
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         tx: GradientTransformation | Callable[..., GradientTransformation],
+        *,
+        compile: bool | dict[str, Any] = False,
         **hyperparams: Any,
     ):
+        self._otx_compile: dict[str, Any] | None = None
         self._otx_slots: list[Slot] = []
         self._otx_state: defaultdict[Any, dict[str, Any]] = defaultdict(dict)
         self._otx_state_key_map: dict[str, str] = dict(getattr(self, "_state_key_map", {}))
@@ -191,6 +200,34 @@ class TorchOptimizer(Optimizer):
             probe = probe_state(tx0, self.param_groups[0]["params"])
             _, inject = inject_defaults(probe)
             self._otx_inject = {k: v for k, v in inject.items() if k in self.defaults}
+        if compile:
+            self.compile_step(**(compile if isinstance(compile, dict) else {}))
+
+    def compile_step(self, **options: Any) -> TorchOptimizer:
+        """Runs the following steps compiled (``TorchOptimizer(..., compile=True)`` calls this;
+        for a drop-in, call it after construction: ``opt = AdamW(...).compile_step()``).
+
+        Each param group's whole step — its transformation, the parameter update and the
+        write-back of the state into the buffers the optimizer owns — is one
+        :func:`optax_torch.compile_update` graph (``torch.compile(fullgraph=True,
+        dynamic=False)``; ``options`` override those and set ``backend``, ``mode`` or
+        ``options``). The numbers equal the eager step up to the compiler's reassociation.
+
+        Hyperparameters that are Python floats are given to the factory as 0-d float64 tensors
+        when the group's transformation is built, and a rebuilt transformation reuses the
+        compiled graph: an LR scheduler, or any new value of a float hyperparameter, never
+        recompiles. A change of shapes, dtypes, state structure or of a non-float
+        hyperparameter does. A step where some parameter of the group has no gradient, or
+        where drop-ins keep per-parameter step counts that differ, runs eagerly on the same
+        state.
+
+        Returns:
+          ``self``.
+        """
+        self._otx_compile = dict(options)
+        for slot in self._otx_slots:
+            slot.step_fn, slot.tx, slot.tx_key = None, None, None
+        return self
 
     # ----------------------------------------------------------------------------------------
     # Hyperparameters
@@ -220,6 +257,14 @@ class TorchOptimizer(Optimizer):
             )
         return with_extra_args_support(tx)
 
+    @staticmethod
+    def _compiled_hyperparams(hp: dict[str, Any]) -> dict[str, Any]:
+        """``hp`` with Python floats as 0-d float64 tensors (see :meth:`compile_step`)."""
+        return {
+            k: torch.tensor(v, dtype=torch.float64) if type(v) is float else v
+            for k, v in hp.items()
+        }
+
     def _transform_for(
         self, gi: int, group: dict[str, Any], check: bool = True
     ) -> GradientTransformation:
@@ -232,7 +277,11 @@ class TorchOptimizer(Optimizer):
         key = cache_key(hp)
         if key is not None and key == slot.tx_key and slot.tx is not None:
             return slot.tx
-        tx = self._call_factory(hp)
+        if self._otx_compile is None:
+            tx = self._call_factory(hp)
+        else:  # rebuilt transforms share code objects: the compiled graph is reused
+            with _share_code():
+                tx = self._call_factory(self._compiled_hyperparams(hp))
         if not check:
             slot.tx_key, slot.tx, slot.tx_hp = key, tx, hp
             return tx
@@ -351,6 +400,12 @@ class TorchOptimizer(Optimizer):
         state, active, _ = layout.ensure_state(slot, tx, params, grads)
         if self._otx_inject:
             state = write_hyperparams(state, group, self._otx_inject)
+        if self._otx_compile is not None and all_grad:
+            if slot.step_fn is None:
+                slot.step_fn = compiled_step_fn(**self._otx_compile)
+            slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
+            self._finish_step(slot, group, state, active)
+            return
         # The adapter owns the state and never reads the old one again: donate its buffers, so
         # moments are updated in place (torch.optim's memory traffic, no second copy of the state).
         # Only to a transformation marked donation-safe (all of the library's are): a custom one
@@ -384,11 +439,15 @@ class TorchOptimizer(Optimizer):
             # In-place add casts an update of another floating dtype to the parameter's dtype.
             torch._foreach_add_(ps, list(us))
 
+        self._finish_step(slot, group, new_state, active, (new_leaves, spec))
+
+    def _finish_step(self, slot: Slot, group, new_state, active, flat=None) -> None:
         slot.state = new_state
         slot.active = active
         if self._otx_inject:
             read_hyperparams(new_state, group, self._otx_inject)
-        slot.leaves, slot.spec = new_leaves, spec  # mirrored into .state when it is read
+        # mirrored into .state when it is read
+        slot.leaves, slot.spec = flat if flat is not None else tree.flatten(new_state)
 
     @torch.no_grad()
     def _allocate_state(self) -> None:
@@ -540,9 +599,9 @@ class TorchOptimizer(Optimizer):
         out.update(
             {k: v for k, v in self.__dict__.items() if k.startswith("_otx_") and k != "_otx_state"}
         )
-        if self._otx_factory is not None:
-            # The cached transforms are closures (not picklable): rebuilt from the factory.
-            out["_otx_slots"] = [slot.without_transform() for slot in self._otx_slots]
+        # The cached transforms and compiled steps are closures (not picklable): rebuilt.
+        keep = self._otx_factory is None
+        out["_otx_slots"] = [slot.without_transform(keep) for slot in self._otx_slots]
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,185 @@
+"""The compiled step: ``compile_update`` and ``TorchOptimizer(compile=...)`` / ``compile_step``.
+
+Most cases compile with ``backend="aot_eager"`` (dynamo's capture and functionalisation without
+inductor's code generation: fast); one case per path runs inductor.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import optax_torch as otx
+from optax_torch.compat.torch_optim import SGD, AdamW
+from optax_torch.wrappers import TorchOptimizer
+
+AOT = {"backend": "aot_eager"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def _params(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "w": torch.randn(6, 4, generator=g, dtype=dtype),
+        "b": torch.randn(4, generator=g, dtype=dtype),
+        "s": torch.randn((), generator=g, dtype=dtype),
+    }
+
+
+def _grads(params, k):
+    g = torch.Generator().manual_seed(10 + k)
+    return {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+
+
+TXS = {
+    "adamw": lambda: otx.adamw(1e-2, weight_decay=1e-2),
+    "sgd_nesterov": lambda: otx.sgd(1e-2, momentum=0.9, nesterov=True),
+    "clip_adam": lambda: otx.chain(otx.clip_by_global_norm(0.5), otx.adam(1e-2)),
+    "lion": lambda: otx.lion(1e-3, weight_decay=0.1),
+    "lamb": lambda: otx.lamb(1e-2, weight_decay=1e-2),
+}
+
+
+CASES = [(name, torch.float32) for name in sorted(TXS)] + [("adamw", torch.float64)]
+
+
+@pytest.mark.parametrize(("name", "dtype"), CASES)
+def test_compile_update_equals_the_eager_step(name, dtype):
+    tx = TXS[name]()
+    params_c, params_e = _params(dtype), _params(dtype)
+    state_c, state_e = tx.init(params_c), tx.init(params_e)
+    step = otx.compile_update(tx, **AOT)
+    for k in range(4):
+        grads = _grads(params_c, k)
+        ids = {n: id(p) for n, p in params_c.items()}
+        out_p, out_s = step(grads, state_c, params_c)
+        assert out_p is params_c and out_s is state_c  # donated: written in place
+        assert {n: id(p) for n, p in params_c.items()} == ids
+        updates, state_e = tx.update(grads, state_e, params_e)
+        params_e = otx.apply_updates(params_e, updates)
+        tol = {} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+        for n in params_e:
+            torch.testing.assert_close(params_c[n], params_e[n], **tol)
+        for a, b in zip(otx.tree.leaves(state_c), otx.tree.leaves(state_e)):
+            torch.testing.assert_close(a, b, **tol)
+    assert _graphs() == 1
+
+
+def test_compile_update_with_inductor_and_injected_learning_rate_never_recompiles():
+    tx = otx.inject_hyperparams(otx.adamw)(learning_rate=1e-2, weight_decay=1e-2)
+    params_c, params_e = _params(), _params()
+    state_c, state_e = tx.init(params_c), tx.init(params_e)
+    step = otx.compile_update(tx)
+    for k in range(4):
+        grads = _grads(params_c, k)
+        step(grads, state_c, params_c)
+        updates, state_e = tx.update(grads, state_e, params_e)
+        params_e = otx.apply_updates(params_e, updates)
+        for s in (state_c, state_e):
+            s.hyperparams["learning_rate"].fill_(1e-2 / (k + 2))
+    for n in params_e:
+        torch.testing.assert_close(params_c[n], params_e[n])
+    assert _graphs() == 1
+
+
+def test_compile_update_refuses_a_non_transformation():
+    with pytest.raises(TypeError, match="GradientTransformation"):
+        otx.compile_update(lambda g, s, p: (g, s))  # type: ignore[arg-type]
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+
+
+def _train(model, opt, sched=None, steps=6, skip=()):
+    x = torch.randn(11, 5, generator=torch.Generator().manual_seed(3))
+    for i in range(steps):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        if i in skip:  # a step where one parameter has no gradient: runs eagerly
+            model[0].bias.grad = None
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+def _assert_models_close(a, b, **tol):
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, **tol)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_adapter_compiled_follows_the_eager_adapter_under_an_lr_scheduler(backend):
+    m_c, m_e = _model(), _model()
+    opt_c = TorchOptimizer(
+        m_c.parameters(), otx.adamw, lr=1e-2, weight_decay=0.1, compile={"backend": backend}
+    )
+    opt_e = TorchOptimizer(m_e.parameters(), otx.adamw, lr=1e-2, weight_decay=0.1)
+    s_c = torch.optim.lr_scheduler.StepLR(opt_c, 1, gamma=0.7)
+    s_e = torch.optim.lr_scheduler.StepLR(opt_e, 1, gamma=0.7)
+    _train(m_c, opt_c, s_c, skip=(3,))
+    _train(m_e, opt_e, s_e, skip=(3,))
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1  # six learning rates, one graph
+    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
+    for i in sd_e["state"]:
+        for key in sd_e["state"][i]:
+            torch.testing.assert_close(sd_c["state"][i][key], sd_e["state"][i][key])
+
+
+def test_drop_in_compile_step_equals_torch_optim():
+    m_c, m_t = _model(), _model()
+    opt_c = AdamW(m_c.parameters(), lr=1e-2, weight_decay=1e-2).compile_step(**AOT)
+    opt_t = torch.optim.AdamW(m_t.parameters(), lr=1e-2, weight_decay=1e-2)
+    s_c = torch.optim.lr_scheduler.ExponentialLR(opt_c, gamma=0.8)
+    s_t = torch.optim.lr_scheduler.ExponentialLR(opt_t, gamma=0.8)
+    _train(m_c, opt_c, s_c, steps=8)
+    _train(m_t, opt_t, s_t, steps=8)
+    _assert_models_close(m_c, m_t)
+    assert _graphs() == 1
+    sd_c, sd_t = opt_c.state_dict(), opt_t.state_dict()
+    assert sd_c["state"].keys() == sd_t["state"].keys()
+    for i in sd_t["state"]:
+        assert sd_c["state"][i].keys() == sd_t["state"][i].keys()
+
+
+def test_compiled_checkpoint_round_trip_and_pickling():
+    m_a, m_b = _model(), _model()
+    opt_a = SGD(m_a.parameters(), lr=0.05, momentum=0.9, nesterov=True).compile_step(**AOT)
+    opt_b = SGD(m_b.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    _train(m_a, opt_a, steps=3)
+    _train(m_b, opt_b, steps=3)
+    opt_a.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    clone = pickle.loads(pickle.dumps(opt_a))  # the compiled step is dropped and rebuilt
+    assert clone._otx_compile == AOT
+    _train(m_a, opt_a, steps=3)
+    _train(m_b, opt_b, steps=3)
+    _assert_models_close(m_a, m_b)
+
+
+def test_a_new_float_hyperparameter_value_never_recompiles():
+    m_c, m_e = _model(), _model()
+    opt_c = TorchOptimizer(m_c.parameters(), otx.sgd, lr=0.05, momentum=0.9, compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), otx.sgd, lr=0.05, momentum=0.9)
+    for k in range(4):
+        for opt in (opt_c, opt_e):
+            opt.param_groups[0]["momentum"] = 0.9 - 0.1 * k
+        _train(m_c, opt_c, steps=1)
+        _train(m_e, opt_e, steps=1)
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1
