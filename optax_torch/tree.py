@@ -271,12 +271,12 @@ def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
     return True
 
 
-def _ids(tree: Tree) -> set[int]:
+def _ids(tree: Tree) -> builtins.set[int]:
     """The ids of the tensors of ``tree``."""
     return {id(x) for x in _pytree.tree_leaves(tree) if x is not None}
 
 
-def _offer(updates: Tree, kept: set[int]) -> frozenset[int]:
+def _offer(updates: Tree, kept: builtins.set[int]) -> frozenset[int]:
     """Inside a :func:`donate` block, the ids of the tensors of ``updates`` — an intermediate
     result that only the next member of a chain will read — that may be given to that member
     with :func:`_fresh_scope`: all but those in ``kept`` (the chain's inputs, every state), in
