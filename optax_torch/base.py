@@ -38,9 +38,11 @@ __all__ = [
     "identity",
     "consumes_updates",
     "donation_safe",
+    "elementwise",
     "init_empty_state",
     "is_consuming_updates",
     "is_donation_safe",
+    "is_elementwise",
     "set_to_zero",
     "stateless",
     "stateless_with_tree_map",
@@ -270,6 +272,30 @@ def is_consuming_updates(tx: GradientTransformation) -> bool:
     return bool(getattr(_unwrap(tx.update), _CONSUMES_UPDATES, False))
 
 
+_ELEMENTWISE = "_optax_torch_elementwise"
+
+
+def elementwise(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` as blind to how the parameters are split into leaves.
+
+    Its result on a tree of leaves, concatenated, equals its result on the concatenation of
+    the leaves: it computes element by element, with scalars shared by the whole tree (step
+    counts, hyperparameters) and at most reductions over the whole tree (a global norm), never
+    per leaf (a per-leaf norm, a factored or matrix preconditioner) and never by tree position
+    (masks). ``TorchOptimizer(compile=True)`` runs a transformation so marked on one flat
+    buffer per (device, dtype) instead of one tensor per parameter: one small graph, compiled
+    once, whatever the number of parameters. :func:`chain` is marked when all its members are.
+    """
+    target = _unwrap(update_fn)
+    setattr(target, _ELEMENTWISE, True)
+    return update_fn
+
+
+def is_elementwise(tx: GradientTransformation) -> bool:
+    """Whether ``tx.update`` is marked with :func:`elementwise`."""
+    return bool(getattr(_unwrap(tx.update), _ELEMENTWISE, False))
+
+
 class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
 
@@ -286,6 +312,7 @@ def identity() -> GradientTransformation:
     Not to be confused with :func:`set_to_zero`, which leaves *parameters* unchanged.
     """
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -359,5 +386,7 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
         donation_safe(update)
     if is_consuming_updates(tx):
         consumes_updates(update)
+    if is_elementwise(tx):
+        elementwise(update)
     # tx.update already keeps the state of None-gradient leaves.
     return GradientTransformationExtraArgs._unwrapped(tx.init, update)

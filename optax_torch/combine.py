@@ -13,8 +13,10 @@ from optax_torch.base import (
     PyTree,
     consumes_updates,
     donation_safe,
+    elementwise,
     is_consuming_updates,
     is_donation_safe,
+    is_elementwise,
     with_extra_args_support,
 )
 from optax_torch.transforms.masking import masked
@@ -85,6 +87,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         donation_safe(update_fn)
     if consuming and consuming[0]:
         consumes_updates(update_fn)
+    if all(is_elementwise(t) for t in transforms):
+        elementwise(update_fn)
     # Each member keeps the state of None-gradient leaves itself.
     return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 

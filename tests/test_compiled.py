@@ -183,3 +183,90 @@ def test_a_new_float_hyperparameter_value_never_recompiles():
         _train(m_e, opt_e, steps=1)
     _assert_models_close(m_c, m_e)
     assert _graphs() == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Element-wise chains run on flat buffers
+# --------------------------------------------------------------------------------------------
+
+
+def test_elementwise_marks():
+    for tx in (
+        otx.adamw(1e-3),
+        otx.adam(1e-3),
+        otx.sgd(1e-2, momentum=0.9),
+        otx.lion(1e-3),
+        otx.rmsprop(1e-3, centered=True),
+        otx.adagrad(1e-2),
+        otx.chain(otx.clip_by_global_norm(1.0), otx.adamw(1e-3)),
+    ):
+        assert otx.is_elementwise(tx)
+    for tx in (
+        otx.lamb(1e-3),  # per-leaf trust ratio
+        otx.adafactor(1e-3),  # factored moments
+        otx.adamw(1e-3, mask=lambda p: [True] * len(p)),  # by position
+    ):
+        assert not otx.is_elementwise(tx)
+
+
+class _Mixed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = torch.nn.Linear(5, 6)
+        self.b = torch.nn.Linear(6, 3).double()
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)).double())
+
+
+def _train_mixed(model, opt, steps, skip=()):
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(4))
+    for i in range(steps):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        if i in skip:
+            model.a.bias.grad = None
+        opt.step()
+
+
+def test_flat_buffers_follow_the_eager_step_and_keep_torch_layout():
+    m_c, m_e = _Mixed(), _Mixed()
+    opt_c = TorchOptimizer(m_c.parameters(), otx.adamw, lr=1e-2, weight_decay=0.1, compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), otx.adamw, lr=1e-2, weight_decay=0.1)
+    _train_mixed(m_c, opt_c, 3)
+    _train_mixed(m_e, opt_e, 3)
+    slot = opt_c._otx_slots[0]
+    assert slot.flat is not None and len(slot.flat.flat_params) == 2  # float32 and float64
+    flat32 = slot.flat.flat_params[0]
+    lo, hi = flat32.data_ptr(), flat32.data_ptr() + flat32.numel() * flat32.element_size()
+    assert lo <= m_c.a.weight.data_ptr() < hi  # the parameters live in the flat buffer
+    mu = opt_c.state[m_c.a.weight]["0.mu"]  # a view into the flat state
+    flat_mu = slot.flat_state[0].mu[0]
+    assert mu.untyped_storage().data_ptr() == flat_mu.untyped_storage().data_ptr()
+    before = mu.clone()
+    _train_mixed(m_c, opt_c, 3, skip=(1,))  # a step without one gradient runs eagerly
+    _train_mixed(m_e, opt_e, 3, skip=(1,))
+    assert not torch.equal(opt_c.state[m_c.a.weight]["0.mu"], before)
+    _assert_models_close(m_c, m_e)
+    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
+    for i in sd_e["state"]:
+        for key in sd_e["state"][i]:
+            torch.testing.assert_close(sd_c["state"][i][key], sd_e["state"][i][key])
+    # a checkpoint round trip mid-run, and a parameter re-pointed by the user
+    opt_c.load_state_dict(copy.deepcopy(sd_c))
+    m_c.a.weight.data = m_c.a.weight.data.clone()
+    _train_mixed(m_c, opt_c, 2)
+    _train_mixed(m_e, opt_e, 2)
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1
+
+
+def test_a_per_leaf_chain_compiles_one_tensor_per_parameter():
+    m_c, m_e = _model(), _model()
+    opt_c = TorchOptimizer(m_c.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1, compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1)
+    _train(m_c, opt_c, steps=4)
+    _train(m_e, opt_e, steps=4)
+    assert opt_c._otx_slots[0].flat is None
+    _assert_models_close(m_c, m_e)

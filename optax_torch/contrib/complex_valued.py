@@ -13,7 +13,9 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     OptState,
     donation_safe,
+    elementwise,
     is_donation_safe,
+    is_elementwise,
     with_extra_args_support,
 )
 
@@ -196,4 +198,6 @@ def view_complex_as_real(inner: GradientTransformation) -> GradientTransformatio
 
     if is_donation_safe(inner):
         update_fn = donation_safe(update_fn)
+    if is_elementwise(inner):  # real pairs of a flat complex buffer are still element-wise
+        update_fn = elementwise(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)

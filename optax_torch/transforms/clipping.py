@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, donation_safe
+from optax_torch.base import EmptyState, GradientTransformation, donation_safe, elementwise
 from optax_torch.transforms.normalization import _like, unitwise_norm
 
 __all__ = [
@@ -42,6 +42,7 @@ def clip(max_delta: float | torch.Tensor) -> GradientTransformation:
         del params
         return ClipState()
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -68,6 +69,7 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
         del params
         return ClipByGlobalNormState()
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

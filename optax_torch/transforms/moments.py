@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise
 
 __all__ = [
     "ScaleByAdamState",
@@ -116,6 +116,7 @@ def scale_by_adam(
             nu=tree.zeros_like(params),
         )
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -209,6 +210,7 @@ def scale_by_amsgrad(
             nu_max=tree.zeros_like(params),
         )
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -375,6 +377,7 @@ def scale_by_rms(
             return ScaleByRmsWithCountState(count=numerics.zero_count(), nu=nu)
         return ScaleByRmsState(nu=nu)
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -437,6 +440,7 @@ def scale_by_stddev(
             return ScaleByRStdDevWithCountState(count=numerics.zero_count(), mu=mu, nu=nu)
         return ScaleByRStdDevState(mu=mu, nu=nu)
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -490,6 +494,7 @@ def scale_by_rss(
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=tree.full_like(params, initial_accumulator_value))
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise
 
 __all__ = ["DampenedTraceState", "EmaState", "TraceState", "dampened_trace", "ema", "trace"]
 
@@ -56,6 +56,7 @@ def trace(
     def init_fn(params):
         return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -115,6 +116,7 @@ def dampened_trace(
             started=tree.map(lambda p: torch.zeros((), dtype=torch.bool, device=p.device), params),
         )
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

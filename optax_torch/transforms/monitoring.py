@@ -19,6 +19,7 @@ from optax_torch.base import (
     Params,
     Updates,
     donation_safe,
+    elementwise,
     is_donation_safe,
     stateless,
     with_extra_args_support,
@@ -213,6 +214,7 @@ def count_steps() -> GradientTransformation:
         del params
         return CountState(count=numerics.zero_count())
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -14,6 +14,7 @@ from optax_torch.base import (
     Schedule,
     consumes_updates,
     donation_safe,
+    elementwise,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         del params
         return ScaleState()
 
+    @elementwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):
@@ -69,6 +71,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         del params
         return ScaleByScheduleState(count=numerics.zero_count())
 
+    @elementwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, tree
-from optax_torch.base import EmptyState, GradientTransformation, Updates, donation_safe
+from optax_torch.base import EmptyState, GradientTransformation, Updates, donation_safe, elementwise
 from optax_torch.transforms.normalization import _like
 
 __all__ = ["ScaleByRpropState", "scale_by_rprop", "scale_by_sign"]
@@ -32,6 +32,7 @@ def scale_by_sign() -> GradientTransformation:
         del params
         return EmptyState()
 
+    @elementwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

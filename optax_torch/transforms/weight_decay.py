@@ -14,6 +14,7 @@ from optax_torch.base import (
     ScalarOrSchedule,
     consumes_updates,
     donation_safe,
+    elementwise,
 )
 from optax_torch.transforms.masking import masked
 
@@ -52,6 +53,7 @@ def add_decayed_weights(
             return WeightDecaySchedule(count=numerics.zero_count())
         return AddDecayedWeightsState()
 
+    @elementwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):

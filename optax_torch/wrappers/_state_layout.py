@@ -58,12 +58,16 @@ class Slot:
         # flat leaf index -> one value per parameter (None for parameters without state).
         self.pp: dict[int, list[Any]] | None = None
         self.step_fn: Any = None  # the compiled step (TorchOptimizer(compile=True))
+        self.flat: Any = None  # _flat.FlatGroup: the params in flat buffers (compiled step)
+        self.flat_state: OptState | None = None  # the state over those buffers
+        self.flat_views: OptState | None = None  # self.state as views into flat_state
 
     def without_transform(self, keep_transform: bool = False) -> Slot:
         """A shallow copy without the compiled step and (unless ``keep_transform``) the cached
         transform: closures, rebuilt on the next step."""
         out = copy(self)
         out.step_fn = None
+        out.flat = out.flat_state = out.flat_views = None  # rebuilt from .state
         if not keep_transform:
             out.tx_key, out.tx = None, None
         return out

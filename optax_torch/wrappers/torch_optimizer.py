@@ -27,9 +27,11 @@ from optax_torch.base import (
     GradientTransformation,
     _share_code,
     is_donation_safe,
+    is_elementwise,
     with_extra_args_support,
 )
 from optax_torch.compiled import compiled_step_fn
+from optax_torch.wrappers import _flat
 from optax_torch.wrappers import _per_param as per_param
 from optax_torch.wrappers import _state_layout as layout
 from optax_torch.wrappers._hyperparams import (
@@ -257,6 +259,14 @@ class TorchOptimizer(Optimizer):
             )
         return with_extra_args_support(tx)
 
+    def _build(self, hp: dict[str, Any]) -> GradientTransformation:
+        """The group's transform; for compiled steps with float hyperparameters as tensors, and
+        sharing code objects with the transforms built before (the compiled graph is reused)."""
+        if self._otx_compile is None:
+            return self._call_factory(hp)
+        with _share_code():
+            return self._call_factory(self._compiled_hyperparams(hp))
+
     @staticmethod
     def _compiled_hyperparams(hp: dict[str, Any]) -> dict[str, Any]:
         """``hp`` with Python floats as 0-d float64 tensors (see :meth:`compile_step`)."""
@@ -277,11 +287,7 @@ class TorchOptimizer(Optimizer):
         key = cache_key(hp)
         if key is not None and key == slot.tx_key and slot.tx is not None:
             return slot.tx
-        if self._otx_compile is None:
-            tx = self._call_factory(hp)
-        else:  # rebuilt transforms share code objects: the compiled graph is reused
-            with _share_code():
-                tx = self._call_factory(self._compiled_hyperparams(hp))
+        tx = self._build(hp)
         if not check:
             slot.tx_key, slot.tx, slot.tx_hp = key, tx, hp
             return tx
@@ -403,7 +409,13 @@ class TorchOptimizer(Optimizer):
         if self._otx_compile is not None and all_grad:
             if slot.step_fn is None:
                 slot.step_fn = compiled_step_fn(**self._otx_compile)
-            slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
+            flat_state = self._flat_state(slot, tx, params, state)
+            if flat_state is None:  # one tensor per parameter
+                slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
+            else:  # one flat buffer per (device, dtype); .state holds views into it
+                flat_grads = slot.flat.load_grads(grads)
+                slot.step_fn(tx, flat_grads, flat_state, slot.flat.flat_params, **extra_args)
+                state = slot.flat_views
             self._finish_step(slot, group, state, active)
             return
         # The adapter owns the state and never reads the old one again: donate its buffers, so
@@ -440,6 +452,22 @@ class TorchOptimizer(Optimizer):
             torch._foreach_add_(ps, list(us))
 
         self._finish_step(slot, group, new_state, active, (new_leaves, spec))
+
+    def _flat_state(self, slot: Slot, tx, params, state) -> Any:
+        """The state over flat buffers for a compiled element-wise step (see ``_flat``), or
+        ``None`` where the group runs one tensor per parameter."""
+        if self._otx_inject or not is_elementwise(tx) or not _flat.supported(params):
+            return None
+        if slot.flat is None or not slot.flat.holds(params):
+            slot.flat, slot.flat_views = _flat.FlatGroup(params), None
+        if slot.flat_views is not state:  # new, loaded, or replaced by an eager step
+            try:
+                flat_state = slot.flat.to_flat(state)
+                views = slot.flat.to_params(flat_state)
+            except _flat.NotFlat:
+                return None
+            slot.flat_state, slot.flat_views = flat_state, views
+        return slot.flat_state
 
     def _finish_step(self, slot: Slot, group, new_state, active, flat=None) -> None:
         slot.state = new_state
@@ -554,6 +582,8 @@ class TorchOptimizer(Optimizer):
             params = group["params"]
             entries = layout.saved_entries(saved_state, saved["params"])
             slot = Slot(len(params))
+            if gi < len(self._otx_slots):  # keep the compiled step and the flat buffers
+                slot.step_fn, slot.flat = self._otx_slots[gi].step_fn, self._otx_slots[gi].flat
             new_slots.append(slot)
             new_groups.append(merged)
             if self._otx_factory is None:
@@ -561,7 +591,7 @@ class TorchOptimizer(Optimizer):
                 assert tx is not None
             else:
                 hp = self._group_hyperparams(merged)
-                tx = self._call_factory(hp)
+                tx = self._build(hp)
                 slot.tx_key, slot.tx, slot.tx_hp = cache_key(hp), tx, hp
             if entries:
                 layout.load_group(
