@@ -65,8 +65,9 @@ def make_tensors(shapes, device: torch.device, seed: int = 0):
 
 
 def tensor_bytes(obj: object) -> int:
-    """Sum of ``nbytes`` of the distinct tensors (torch or JAX arrays) in a nest of containers
-    (dicts, lists, tuples, NamedTuples, and objects' ``__dict__`` for peers' state objects)."""
+    """Bytes of the distinct storages of the tensors (torch or JAX arrays) in a nest of containers
+    (dicts, lists, tuples, NamedTuples, and objects' ``__dict__`` for peers' state objects): a
+    tensor that views a larger buffer counts the whole buffer, once."""
     seen: set[int] = set()
     total = 0
 
@@ -75,10 +76,12 @@ def tensor_bytes(obj: object) -> int:
         if depth > 20:
             return
         if isinstance(o, torch.Tensor):
-            key = o.untyped_storage().data_ptr() if o.nbytes else id(o)
+            # count storages, not views: state packed into flat buffers counts once, whole
+            storage = o.untyped_storage()
+            key = storage.data_ptr() if storage.nbytes() else id(o)
             if key not in seen:
                 seen.add(key)
-                total += o.nbytes
+                total += storage.nbytes()
         elif isinstance(o, dict):
             for v in o.values():
                 walk(v, depth + 1)

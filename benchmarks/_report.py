@@ -67,7 +67,17 @@ def markdown(results: dict[str, Any]) -> str:
         "`peak MB`, how far memory rises during one step",
         f"({results['memory_method']}); `compile s`, the first step of a compiled entry.",
         "Bold rows are optax_torch's.",
+        "",
+        "Notes: each peer runs its own spelling of the algorithm (Adafactor's variants differ in",
+        "their step-size rules; timm's Lamb is a per-tensor loop, pytorch_optimizer's is foreach;",
+        "torchopt runs functionally, in place). heavyball sets every `.grad` to `None` after its",
+        "step, so its timed step includes giving the gradients back (a Python loop over the",
+        "tensors). optax_torch's `compiled` / `functional-compiled` rows appear once the library",
+        "has them. Details: `benchmarks/README.md`.",
     ]
+    out += ["", "## Ratios at a glance (median step time / torch foreach; † foreach AdamW)", ""]
+    for set_name, rows in _rows_by_set(results).items():
+        out += _pivot(set_name, rows)
     for set_name, rows in _rows_by_set(results).items():
         info = results["sets"].get(set_name, "")
         out += ["", f"## Set `{set_name}`: {info}", ""]
@@ -99,6 +109,29 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _pivot(set_name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """One table for a set: implementations down, cases across, ratios in the cells."""
+    cases = [c for c in CASES if any(r["case"] == c for r in rows)]
+    cell = {(r["case"], r["key"]): r for r in rows if r["skipped"] is None}
+    keys = [k for k in IMPLS if any((c, k) in cell for c in cases)]
+    out = [
+        f"| `{set_name}` | " + " | ".join(cases) + " |",
+        "|---|" + "---:|" * len(cases),
+    ]
+    for k in keys:
+        vals = []
+        for c in cases:
+            r = cell.get((c, k))
+            if r is None:
+                vals.append("")
+                continue
+            dagger = "†" if r.get("baseline") == "foreach-adamw" else ""
+            vals.append(_f(r["ratio"], ".2f") + dagger)
+        name = f"**{k}**" if k in OURS else k
+        out.append(f"| {name} | " + " | ".join(vals) + " |")
+    return [*out, ""]
+
+
 def chart(results: dict[str, Any], path: Path) -> str | None:
     """A bar chart of the ratios to foreach, one panel per set, log scale. Returns a reason when
     it cannot be drawn (matplotlib missing), else ``None``."""
@@ -107,6 +140,7 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError as e:
         return f"matplotlib not installed: {e}"
     by_set = _rows_by_set(results)
@@ -133,21 +167,25 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
             ax.bar(xs, ys, width, label=k, color=colors[k], hatch=hatch, edgecolor="black", lw=0.3)
         ax.axhline(1.0, color="black", lw=1)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xticks(range(len(cases)))
         ax.set_xticklabels(cases)
         ax.set_ylabel("step time / torch foreach")
         ax.set_title(f"set {set_name}: {results['sets'].get(set_name, '')}", fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0, 0].legend(
-        ncol=min(len(keys), 8), fontsize=8, loc="upper left", bbox_to_anchor=(0, 1.35)
-    )
-    fig.suptitle(
-        "One optimizer step, ratio to torch foreach (lower is faster; hatched: optax_torch; "
-        "Lamb/Lion: to foreach AdamW)",
-        fontsize=11,
-        y=1.0,
-    )
     fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        ncol=9,
+        fontsize=8,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        title="One optimizer step, ratio to torch foreach (log scale, lower is faster; "
+        "hatched: optax_torch; Lamb/Lion: to torch's foreach AdamW)",
+    )
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return None
