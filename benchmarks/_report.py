@@ -44,6 +44,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Machine and run",
         "",
+        f"- command: `{results.get('command', 'python benchmarks/suite.py')}`",
         f"- CPU: {m['cpu']} ({m['cores']} cores visible), {m['machine']}; device `{cfg['device']}`"
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
         f"- torch {m['torch']} with {m['threads']} threads; Python {m['python']}",
@@ -65,7 +66,11 @@ def markdown(results: dict[str, Any]) -> str:
         "takes to read or write the parameters once (from the copy bandwidth; a fused AdamW must",
         "move ~7: read p, g, m, v, write p, m, v); `state MB`, the persistent optimizer state;",
         "`peak MB`, how far memory rises during one step",
-        f"({results['memory_method']}); `compile s`, the first step of a compiled entry.",
+        f"({results['memory_method']}); `compile s`, the first step of a compiled entry"
+        + (
+            " (with torch.compile's on-disk caches as found: possibly cached).",
+            " (cold: empty compile caches in each process).",
+        )[not results["config"].get("warm_compile_cache", True)],
         "Bold rows are optax_torch's.",
         "",
         "Notes: each peer runs its own spelling of the algorithm (Adafactor's variants differ in",

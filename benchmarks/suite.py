@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,6 +151,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="skip optax_torch's compiled entries on sets with more tensors (default: no limit)",
     )
     p.add_argument(
+        "--warm-compile-cache",
+        action="store_true",
+        help="keep torch.compile's on-disk caches (default: every process gets empty ones,\n"
+        "so that `compile s` is a cold compile)",
+    )
+    p.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -176,6 +183,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out-md", default=str(ROOT / "docs" / "benchmarks.md"))
     p.add_argument("--out-png", default=str(ROOT / "docs" / "benchmarks.png"))
     p.add_argument("--out-json", default=str(HERE / "results.json"))
+    p.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only write --out-md and --out-png again from a results.json (no measuring)",
+    )
     p.add_argument("--one", nargs=2, metavar=("CASE", "SET"), help="internal: one process' work")
     a = p.parse_args(argv)
 
@@ -282,6 +294,12 @@ def _run_jobs(a, jobs) -> list[dict[str, Any]]:
                 file=sys.stderr,
                 flush=True,
             )
+            child_env = dict(env)
+            cache = None
+            if not a.warm_compile_cache:  # cold compiles: empty inductor / triton caches
+                cache = tempfile.mkdtemp(prefix="bench-compile-cache-")
+                child_env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "inductor")
+                child_env["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
             # Files, not pipes: a child's chatter (compiler warnings) must not fill a pipe.
             out_f = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed when the child ends)
             err_f = tempfile.TemporaryFile("w+")  # noqa: SIM115
@@ -290,13 +308,13 @@ def _run_jobs(a, jobs) -> list[dict[str, Any]]:
                 stdout=out_f,
                 stderr=err_f,
                 text=True,
-                env=env,
+                env=child_env,
                 cwd=str(ROOT),
             )
-            running.append((proc, job, time.monotonic(), out_f, err_f))
+            running.append((proc, job, time.monotonic(), out_f, err_f, cache))
         time.sleep(0.05)
         for item in list(running):
-            proc, (case, set_name, impls), t0, out_f, err_f = item
+            proc, (case, set_name, impls), t0, out_f, err_f, cache = item
             if proc.poll() is None and time.monotonic() - t0 < a.timeout:
                 continue
             running.remove(item)
@@ -305,6 +323,8 @@ def _run_jobs(a, jobs) -> list[dict[str, Any]]:
                 proc.kill()
                 why = f"process timed out after {a.timeout:.0f} s"
             proc.wait()
+            if cache is not None:
+                shutil.rmtree(cache, ignore_errors=True)
             out_f.seek(0)
             err_f.seek(0)
             out, err = out_f.read(), err_f.read()
@@ -384,6 +404,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from _measure import describe_set
     from _report import chart, markdown
 
+    if a.render:
+        results = json.loads(Path(a.render).read_text())
+        Path(a.out_md).write_text(markdown(results))
+        why = chart(results, Path(a.out_png))
+        print(f"wrote {a.out_md}" + (f" (no chart: {why})" if why else f", {a.out_png}"))
+        return results
+
     started, t0, load_before = time.strftime("%Y-%m-%d %H:%M %Z"), time.monotonic(), _load()
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available here")
@@ -424,13 +451,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup",
             "device",
             "quick",
+            "tiny",
+            "threads",
             "jax",
             "torch_compile",
+            "torch_compile_max_tensors",
             "compile",
+            "compile_max_tensors",
+            "warm_compile_cache",
             "memory",
         )
     }
+    command = " ".join(["python benchmarks/suite.py", *(sys.argv[1:] if argv is None else argv)])
     results = dict(
+        command=command,
         machine=machine,
         config=config,
         sets={s: describe_set(s, a.tiny) for s in a.sets},
