@@ -103,23 +103,59 @@ Scalar = float | int | torch.Tensor
 # --------------------------------------------------------------------------------------------
 
 
+# The hot trees of an optimizer step are plain lists of tensors (the adapter's parameters,
+# gradients, updates and per-parameter moments): they are flattened without the pytree
+# registry (~10x faster for 1,000 tensors), with the same treespec.
+_LEAF_TYPES = (torch.Tensor, type(None))
+_list_specs: dict[int, Any] = {}  # length -> treespec of a list of that many leaves
+_list_spec_ids: dict[int, int] = {}  # id(treespec) -> length
+
+
+def _list_spec(n: int) -> Any:
+    spec = _list_specs.get(n)
+    if spec is None:
+        spec = _pytree.tree_structure([None] * n)
+        _list_specs[n] = spec
+        _list_spec_ids[id(spec)] = n
+    return spec
+
+
+def _is_flat_list(tree: Any) -> bool:
+    if torch.compiler.is_compiling():  # dynamo traces the pytree registry, not this shortcut
+        return False
+    return type(tree) is list and all(
+        builtins.map(issubclass, set(builtins.map(type, tree)), itertools.repeat(_LEAF_TYPES))
+    )
+
+
 def flatten(tree: Tree) -> tuple[list[Any], Any]:
     """Returns ``(leaves, treespec)``; ``None`` counts as a leaf."""
+    if _is_flat_list(tree):
+        return list(tree), _list_spec(len(tree))
     return _pytree.tree_flatten(tree)
 
 
 def unflatten(treespec: Any, leaves: Sequence[Any]) -> Tree:
     """Inverse of :func:`flatten`."""
+    if not torch.compiler.is_compiling() and id(treespec) in _list_spec_ids:
+        out = list(leaves)
+        if len(out) != _list_spec_ids[id(treespec)]:
+            raise ValueError(f"unflatten: {len(out)} leaves for {treespec}")
+        return out
     return _pytree.tree_unflatten(list(leaves), treespec)
 
 
 def leaves(tree: Tree) -> list[Any]:
     """The leaves of ``tree`` in flattening order, ``None`` leaves removed."""
+    if _is_flat_list(tree):
+        return [x for x in tree if x is not None]
     return [x for x in _pytree.tree_leaves(tree) if x is not None]
 
 
 def structure(tree: Tree) -> Any:
     """The treespec of ``tree``."""
+    if _is_flat_list(tree):
+        return _list_spec(len(tree))
     return _pytree.tree_structure(tree)
 
 
@@ -141,8 +177,8 @@ def broadcast_prefix(prefix: Tree, tree: Tree) -> list[Any]:
 
 
 def _flatten_as(spec: Any, tree: Tree, what: str) -> list[Any]:
-    out, other = _pytree.tree_flatten(tree)
-    if other != spec:
+    out, other = flatten(tree)
+    if other is not spec and other != spec:
         raise ValueError(
             f"tree structure mismatch: {what} has structure\n  {other}\nbut expected\n  {spec}"
         )
