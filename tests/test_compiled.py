@@ -45,11 +45,10 @@ def _grads(params, k):
     return {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
 
 
+# (The catalogue test compiles every optimizer's update; these check the in-place step.)
 TXS = {
     "adamw": lambda: otx.adamw(1e-2, weight_decay=1e-2),
-    "sgd_nesterov": lambda: otx.sgd(1e-2, momentum=0.9, nesterov=True),
     "clip_adam": lambda: otx.chain(otx.clip_by_global_norm(0.5), otx.adam(1e-2)),
-    "lion": lambda: otx.lion(1e-3, weight_decay=0.1),
     "lamb": lambda: otx.lamb(1e-2, weight_decay=1e-2),
 }
 
