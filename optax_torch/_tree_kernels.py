@@ -199,11 +199,11 @@ class _Cast:
 
     __slots__ = ("memo", "s")
 
-    def __init__(self, s: Scalar):
+    def __init__(self, s: Any):
         self.s = s
-        self.memo: dict[torch.dtype, Scalar] = {}
+        self.memo: dict[torch.dtype, Any] = {}
 
-    def __call__(self, like: torch.Tensor) -> Scalar:
+    def __call__(self, like: torch.Tensor) -> Any:
         s = self.s
         if not isinstance(s, torch.Tensor):
             return s
