@@ -28,11 +28,14 @@ def _is_namedtuple(obj: Any) -> bool:
     return isinstance(obj, tuple) and hasattr(obj, "_fields")
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def supported(params: list[torch.Tensor]) -> bool:
-    """Whether the parameters can live in flat buffers: dense, contiguous, not sparse."""
+    """Whether the parameters can live in flat buffers: plain tensors (no subclass such as a
+    DTensor), dense, contiguous."""
     return bool(params) and all(
-        isinstance(p, torch.Tensor) and p.layout == torch.strided and p.is_contiguous()
-        for p in params
+        type(p) in _PLAIN and p.layout == torch.strided and p.is_contiguous() for p in params
     )
 
 
