@@ -157,6 +157,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "so that `compile s` is a cold compile)",
     )
     p.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated IMPL:SET pairs not to run, e.g. functional-compiled:small",
+    )
+    p.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -233,13 +238,16 @@ def _plan(a: argparse.Namespace) -> tuple[list[tuple[str, str, list[str]]], list
     from _measure import shapes_of
 
     jobs, skipped = [], []
+    skip = {x.strip() for x in a.skip.split(",") if x.strip()}
     for set_name in a.sets:
         n_tensors = len(shapes_of(set_name, a.tiny))
         for case in a.cases:
             keep: list[str] = []
             for k in a.impls:
                 why = None
-                if k in ISOLATED and (a.quick or not a.jax):
+                if f"{k}:{set_name}" in skip:
+                    why = f"--skip {k}:{set_name}"
+                elif k in ISOLATED and (a.quick or not a.jax):
                     why = "quick mode" if a.quick else "--no-jax"
                 elif k in TORCH_COMPILE_PEERS and (a.quick or not a.torch_compile):
                     why = "quick mode" if a.quick else "--no-torch-compile"
@@ -459,6 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "compile",
             "compile_max_tensors",
             "warm_compile_cache",
+            "skip",
             "memory",
         )
     }
