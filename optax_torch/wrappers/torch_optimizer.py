@@ -223,6 +223,13 @@ class TorchOptimizer(Optimizer):
         where drop-ins keep per-parameter step counts that differ, runs eagerly on the same
         state.
 
+        Chains marked :func:`optax_torch.elementwise` (Adam, AdamW, SGD, RMSprop, Lion,
+        Adagrad, clipping, ...) run on one flat buffer per (device, dtype): the parameters are
+        re-pointed into it at the first step and ``optimizer.state`` holds views of the flat
+        state; they compile in seconds whatever the number of parameters. Other chains compile
+        one tensor per parameter, which takes minutes for hundreds of tensors (see
+        ``docs/performance.md``).
+
         Returns:
           ``self``.
         """
