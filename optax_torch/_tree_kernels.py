@@ -37,6 +37,7 @@ def _as_number(s: Scalar) -> Scalar:
         and s.device.type == "cpu"
         and s.dim() == 0
         and not s.requires_grad
+        and not torch._C._are_functorch_transforms_active()  # a batched scalar has no one value
     ):
         return s.item()
     return s
