@@ -10,6 +10,7 @@ __all__ = [
     "safe_int32_increment",
     "safe_norm",
     "safe_root_mean_squares",
+    "safe_sqrt",
     "zero_count",
 ]
 
@@ -52,8 +53,16 @@ def safe_norm(
     return torch.where(small, torch.as_tensor(min_norm, dtype=norm.dtype), masked)
 
 
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)`` for ``x >= 0``, whose gradient at ``x = 0`` is 0 (a subgradient) instead of
+    the infinite derivative that makes the backward pass give NaN (``inf * 0``)."""
+    positive = x > 0
+    root = torch.sqrt(torch.where(positive, x, torch.ones_like(x)))
+    return torch.where(positive, root, torch.zeros_like(root))
+
+
 def safe_root_mean_squares(x: torch.Tensor, min_rms: float) -> torch.Tensor:
     """``max(sqrt(mean(x**2)), min_rms)`` with a NaN-free gradient."""
-    rms = torch.sqrt(torch.mean(abs_sq(x)))
+    rms = safe_sqrt(torch.mean(abs_sq(x)))
     small = rms <= min_rms
     return torch.where(small, torch.as_tensor(min_rms, dtype=rms.dtype), rms)

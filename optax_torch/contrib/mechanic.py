@@ -123,7 +123,7 @@ def mechanize(
         v = (betas**2 * state.v + h**2).to(dtype)
         r = (betas * state.r + clipped_h * state.s).to(dtype)
         wealth = (s_init / num_betas) * m + torch.clamp(r, min=0.0)
-        s = (wealth / (torch.sqrt(v) + eps)).to(dtype)
+        s = (wealth / (numerics.safe_sqrt(v) + eps)).to(dtype)  # v = 0 at first
         new_params = tree.add_scale(x0, -s.sum(), delta)
         out = tree.sub(new_params, params)
         return out, MechanicState(

@@ -140,7 +140,7 @@ def schedule_free(
 
     def init_fn(params):
         params_dtype = _tree_dtype(params, "lowest")
-        z = tree.map(lambda p: p.detach().to(state_dtype or p.dtype, copy=True), params)
+        z = tree.map(lambda p: p.to(state_dtype or p.dtype, copy=True), params)
         return ScheduleFreeState(
             b1=_as_tensor(b1, params_dtype),
             weight_sum=torch.zeros((), dtype=params_dtype),

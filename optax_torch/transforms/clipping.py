@@ -75,7 +75,9 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
         del params
         g_norm = tree.norm(updates)
         max_n = torch.as_tensor(max_norm, dtype=g_norm.dtype, device=g_norm.device)
-        factor = torch.where(g_norm < max_n, torch.ones_like(g_norm), max_n / g_norm)
+        # the double where keeps the gradient finite (identity) at a zero tree, not NaN
+        small = g_norm < max_n
+        factor = torch.where(small, torch.ones_like(g_norm), max_n / torch.where(small, 1, g_norm))
         return tree.scale(factor, updates), state
 
     return GradientTransformation(init_fn, update_fn)

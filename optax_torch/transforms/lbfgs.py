@@ -149,7 +149,11 @@ def scale_by_lbfgs(
         diff_params = tree.sub(params, state.params)
         diff_updates = tree.sub(updates, state.updates)
         curvature = _real(tree.vdot(diff_updates, diff_params))
-        weight = torch.where(curvature == 0.0, torch.zeros_like(curvature), 1.0 / curvature)
+        # (the double where keeps the backward pass finite where the curvature is 0)
+        flat = curvature == 0.0
+        weight = torch.where(
+            flat, torch.zeros_like(curvature), 1.0 / torch.where(flat, 1.0, curvature)
+        )
         diff_params = tree.where(started, diff_params, tree.zeros_like(diff_params))
         diff_updates = tree.where(started, diff_updates, tree.zeros_like(diff_updates))
         weight = torch.where(started, weight, torch.zeros_like(weight))
@@ -171,8 +175,11 @@ def scale_by_lbfgs(
         if scale_init_precond:
             numerator = curvature  # <du, dw> (masked below at the first step)
             denominator = tree.norm(diff_updates, squared=True)
+            positive = denominator > 0.0
             identity_scale = torch.where(
-                denominator > 0.0, numerator / denominator, torch.ones_like(numerator)
+                positive,
+                numerator / torch.where(positive, denominator, 1.0),
+                torch.ones_like(numerator),
             )
             update_norm = tree.norm(tree.map(torch.Tensor.detach, updates))
             capped_inv_norm = torch.clamp(1.0 / update_norm, max=1.0)
