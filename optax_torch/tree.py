@@ -679,8 +679,12 @@ def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -
     if ord == 1:
         return _reduce_leaves(partial, "sum")
     dtype = _result_dtype(partial)
-    sq = torch.stack([p.to(dtype) for p in partial]).square().sum()
-    return sq if squared else sq.sqrt()
+    stacked = torch.stack([p.to(dtype) for p in partial])
+    if squared:
+        return stacked.square().sum()
+    # vector_norm's gradient at a zero tree is 0 (a subgradient), where sqrt(sum of squares)
+    # has an infinite derivative at 0 and gives NaN
+    return torch.linalg.vector_norm(stacked)
 
 
 def all_finite(tree: Tree) -> torch.Tensor:
