@@ -214,7 +214,7 @@ class _Cast:
             if (
                 _realize is not None
                 and torch.compiler.is_compiling()
-                and isinstance(out, torch.Tensor)
+                and type(out) is torch.Tensor  # not a DTensor (the op has no sharding rule)
                 and out.dim() == 0
             ):
                 out = _realize(out)

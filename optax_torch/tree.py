@@ -28,6 +28,7 @@ import collections
 import contextlib
 import itertools
 import operator
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -217,12 +218,52 @@ def _abs_sq_leaf(x: torch.Tensor) -> torch.Tensor:
     return x * x
 
 
-def _groups(xs: list[Any]) -> list[list[int]]:
-    """Indices of the tensors ``xs`` (no ``None``) grouped by (device, dtype), computed in C++."""
+def _groups(xs: list[Any], by_device_dtype: bool = True) -> list[list[int]]:
+    """Indices of the tensors ``xs`` (no ``None``) grouped by (device, dtype), computed in C++,
+    and split by :func:`_kinds`; with ``by_device_dtype=False``, only by kind."""
     if len(xs) <= 1:
         return [list(range(len(xs)))] if xs else []
+    kinds = _kinds(xs)
+    if not by_device_dtype:
+        return kinds or [list(range(len(xs)))]
+    if kinds is not None:
+        return [[idx[i] for i in sub] for idx in kinds for sub in _groups([xs[i] for i in idx])]
     grouped = torch._C._group_tensors_by_device_and_dtype([xs], True)
     return [list(idx) for _, idx in grouped.values()]
+
+
+def _kinds(xs: list[Any]) -> list[list[int]] | None:
+    """Where ``xs`` mixes DTensors (sharded or replicated parameters: FSDP2, tensor parallel) and
+    plain tensors, their indices by kind (multi-tensor kernels refuse the mix); else ``None``.
+    Costs one dictionary lookup until ``torch.distributed.tensor`` is imported."""
+    module = sys.modules.get("torch.distributed.tensor")
+    if module is None:
+        return None
+    flags = [isinstance(x, module.DTensor) for x in xs]
+    if all(flags) or not any(flags):
+        return None
+    return [[i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]]
+
+
+def _local_scalars(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """0-d results of a reduction, as plain tensors where DTensors and plain tensors mix (a
+    DTensor's pending cross-rank reduction is done here)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    if module is None or _kinds(xs) is None:
+        return xs
+    return [x.full_tensor() if isinstance(x, module.DTensor) else x for x in xs]
+
+
+def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+    """``xs += ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel per
+    group of :func:`_groups` (an update of another float dtype is cast to the target's)."""
+    if not xs:
+        return
+    for idx in _groups(xs, by_device_dtype=False):
+        if len(idx) == len(xs):
+            torch._foreach_add_(xs, ys)
+        else:
+            torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx])
 
 
 class _Donated(threading.local):
@@ -396,10 +437,10 @@ def _apply(
         extra["inplace"] = consumable
     # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
-    if backend is _PerLeaf or not lists[0] or lists[0][0].device.type == "cpu":
+    if backend is _PerLeaf or not lists[0]:
         groups = None
     else:
-        groups = _groups(lists[0])
+        groups = _groups(lists[0], by_device_dtype=lists[0][0].device.type != "cpu")
         if len(groups) == 1:
             groups = None
     if groups is None:
@@ -674,6 +715,7 @@ def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -
     partial: list[torch.Tensor] = []
     for idx in _groups(xs) if backend is _Foreach else [list(range(len(xs)))]:
         partial.extend(backend.norms([xs[i] for i in idx], ord))
+    partial = _local_scalars(partial)
     if ord == builtins.float("inf"):
         return _reduce_leaves(partial, "max")
     if ord == 1:

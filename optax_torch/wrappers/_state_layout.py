@@ -26,6 +26,7 @@ from itertools import chain as _iter_chain
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from optax_torch import tree
 from optax_torch.base import GradientTransformation, OptState
@@ -86,24 +87,25 @@ def probe_spec(tx: GradientTransformation) -> Any:
         return None
 
 
+def _storages(x: Any) -> list[int]:
+    """The data pointers of the storages behind a tensor: its own, or those of the inner tensors
+    of a wrapper subclass (a DTensor's local shard) — the wrapper itself has no storage."""
+    if not isinstance(x, torch.Tensor) or not x.numel():
+        return []
+    if is_traceable_wrapper_subclass(x):
+        names, _ = x.__tensor_flatten__()
+        return [ptr for name in names for ptr in _storages(getattr(x, name))]
+    return [x.untyped_storage().data_ptr()]
+
+
 def unalias(state: OptState, params: list) -> OptState:
     """Copies state leaves that share memory with a parameter (updated in place later)."""
-    ptrs = {p.untyped_storage().data_ptr() for p in params if p.numel()}
+    ptrs = {ptr for p in params for ptr in _storages(p)}
     leaves, spec = tree.flatten(state)
-    if not any(
-        isinstance(x, torch.Tensor) and x.numel() and x.untyped_storage().data_ptr() in ptrs
-        for x in leaves
-    ):
+    shared = [any(ptr in ptrs for ptr in _storages(x)) for x in leaves]
+    if not any(shared):
         return state
-    return tree.unflatten(
-        spec,
-        [
-            x.clone()
-            if isinstance(x, torch.Tensor) and x.numel() and x.untyped_storage().data_ptr() in ptrs
-            else x
-            for x in leaves
-        ],
-    )
+    return tree.unflatten(spec, [x.clone() if s else x for x, s in zip(leaves, shared)])
 
 
 def ensure_state(
@@ -332,11 +334,25 @@ def pack_state(
         names = shared.get(id(k), set())
         packed_state[param_mappings[id(k)]] = {
             name: (
-                x.clone() if name in names and isinstance(x, torch.Tensor) and x.dim() == 0 else x
+                x.clone()
+                if name in names and isinstance(x, torch.Tensor) and x.dim() == 0
+                else _settled(x)
             )
             for name, x in v.items()
         }
     return packed_state
+
+
+def _settled(x: Any) -> Any:
+    """A DTensor state leaf holding a pending reduction (a ``Partial`` placement, e.g. a factored
+    second moment reduced over a sharded dimension, kept lazy by DTensor) is reduced to a
+    ``Replicate`` one: checkpoints hold values, not per-rank partial sums."""
+    placements = getattr(x, "placements", None)
+    if placements is None or not any(p.is_partial() for p in placements):
+        return x
+    from torch.distributed.tensor import Replicate
+
+    return x.redistribute(placements=[Replicate() if p.is_partial() else p for p in placements])
 
 
 # --------------------------------------------------------------------------------------------

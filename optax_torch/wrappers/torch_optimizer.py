@@ -456,7 +456,7 @@ class TorchOptimizer(Optimizer):
             us = [u for u in updates if u is not None]
         if ps:
             # In-place add casts an update of another floating dtype to the parameter's dtype.
-            torch._foreach_add_(ps, list(us))
+            tree._add_into(ps, list(us))
 
         self._finish_step(slot, group, new_state, active, (new_leaves, spec))
 
@@ -510,7 +510,7 @@ class TorchOptimizer(Optimizer):
         )
         ps = [p for p, u in zip(params, updates) if u is not None]
         if ps:
-            torch._foreach_add_(ps, [u for u in updates if u is not None])
+            tree._add_into(ps, [u for u in updates if u is not None])
         slot.state, slot.active = new_state, active
         if self._otx_inject:
             read_hyperparams(new_state, group, self._otx_inject)
