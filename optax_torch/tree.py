@@ -251,7 +251,8 @@ def _local_scalars(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     module = sys.modules.get("torch.distributed.tensor")
     if module is None or _kinds(xs) is None:
         return xs
-    return [x.full_tensor() if isinstance(x, module.DTensor) else x for x in xs]
+    dtensor: Any = module.DTensor
+    return [dtensor.full_tensor(x) if isinstance(x, dtensor) else x for x in xs]
 
 
 def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
