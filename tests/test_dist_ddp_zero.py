@@ -392,7 +392,10 @@ ZERO_OPTIMIZERS: dict[str, tuple[Callable[..., Any], dict[str, Any], Any]] = {
     "timm.Lion": (ours_timm.Lion, LION, None),
 }
 ZERO_COMPILED = "TorchOptimizer(adamw)"  # compiled: TorchOptimizer(..., compile=AOT)
-ZERO_EAGER_CASES = ["ddp", "no ddp", "to unsharded", "unsharded to ZeRO"]
+# "ddp" / "no ddp": gradients averaged by DDP / by hand, checkpoint into a new ZeRO optimizer;
+# "to unsharded" / "unsharded to ZeRO": ZeRO's consolidated state into a plain optimizer and
+# back; "bucket view": parameters_as_bucket_view=True.
+ZERO_EAGER_CASES = ["ddp", "no ddp", "to unsharded", "unsharded to ZeRO", "bucket view"]
 # Compiled, with DDP: "ddp" (reloaded into the same ZeRO optimizer: no second compile) and
 # "to unsharded" (the consolidated state of the compiled ZeRO steps, continued eagerly).
 ZERO_COMPILED_CASES = ["ddp", "to unsharded"]
@@ -445,7 +448,12 @@ def zero_worker(rank: int, world: int, needs_shim: bool) -> dict[Any, Any]:
         out[name, "eager", "no ddp"] = _train(zero, rank, ddp=False)
         out[name, "eager", "to unsharded"] = _train(zero, rank, resume=plain)
         out[name, "eager", "unsharded to ZeRO"] = _train(plain, rank, resume=zero)
+        out[name, "eager", "bucket view"] = _train(_zero(cls, kwargs, bucket=True), rank)
         out[name, "eager", "plain load"] = _train(_zero(cls, kwargs, workaround=False), rank)
+    # A transform that couples the parameters sees only the rank's shard under ZeRO.
+    clip = functools.partial(TorchOptimizer, tx=clip_adamw)
+    out["clip", "unsharded"] = _train(_plain(clip, ADAMW), rank)
+    out["clip", "ZeRO"] = _train(_zero(clip, ADAMW), rank)
     eager_cls, kwargs, _ = ZERO_OPTIMIZERS[ZERO_COMPILED]
     cls = functools.partial(eager_cls, compile=AOT)
     zero = _zero(cls, kwargs)
@@ -475,6 +483,13 @@ def test_zero_equals_unsharded(zero, name, mode, how):
     torch.testing.assert_close(
         zero[0][name, mode, how], zero[0][name, "unsharded"], rtol=0, atol=TOL
     )
+
+
+def test_zero_shards_a_global_norm(zero):
+    # clip_by_global_norm inside the optimizer: each rank's norm is its shard's (documented in
+    # docs/distributed.md: clip with torch.nn.utils.clip_grad_norm_ before the step instead).
+    diff = (zero[0]["clip", "ZeRO"] - zero[0]["clip", "unsharded"]).abs().max()
+    assert diff > 1e-6
 
 
 @pytest.mark.parametrize("name", [n for n, v in ZERO_OPTIMIZERS.items() if v[2] is not None])
