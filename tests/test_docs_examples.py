@@ -45,3 +45,13 @@ def test_hypergradient_example_raises_a_too_small_learning_rate(capsys, monkeypa
     assert first is not None and last is not None
     assert float(last.group(1)) > 2 * float(first.group(1))  # the lr moved up
     assert float(last.group(2)) < 0.9 * float(first.group(2))  # and the validation loss down
+
+
+def test_functional_guide_code_blocks_run():
+    """Every ``python`` block of docs/functional.md, in order, in one namespace."""
+    doc = EXAMPLES.parent / "functional.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert len(blocks) >= 6
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)

@@ -451,12 +451,13 @@ def test_trust_ratio_at_zero_params_is_finite():
 
 
 def test_maximum_at_a_tie_splits_the_gradient():
-    """amsgrad's running maximum at a tie (nu_max == nu on the first step): torch.maximum sends
-    half of the gradient to each side, so the derivative is the one of nu (the sum)."""
-    g = torch.tensor([0.5, -1.0], dtype=torch.float64)
-    a = _jacobian(otx.scale_by_amsgrad(), g)
-    b = _jacobian(otx.scale_by_adam(), g)
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    """``tree.maximum`` (amsgrad's running maximum, DoG's max(r_eps, ||x - x0||)) at a tie:
+    ``torch.maximum`` sends half of the gradient to each side."""
+    a = {"x": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    b = {"x": torch.tensor([1.0, 3.0], dtype=torch.float64)}
+    ga, gb = torch.func.grad(lambda a, b: otree.maximum(a, b)["x"].sum(), argnums=(0, 1))(a, b)
+    torch.testing.assert_close(ga["x"], torch.tensor([0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(gb["x"], torch.tensor([0.5, 1.0], dtype=torch.float64))
 
 
 def test_safe_sqrt_has_zero_gradient_at_zero():
