@@ -294,6 +294,11 @@ def clip_adam(learning_rate, max_norm=0.5, b1=0.9, b2=0.999):
     return otx.chain(otx.clip_by_global_norm(max_norm), otx.adam(learning_rate, b1=b1, b2=b2))
 
 
+def asgd(learning_rate, lambd=1e-2):
+    """Averaged SGD's step (its updates include the learning rate), float64 step sizes."""
+    return otx.scale_by_asgd(learning_rate, lambd, eta_dtype=torch.float64)
+
+
 # name -> (factory, fixed kwargs, hyperparameters to differentiate: name -> value)
 META: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, float]]] = {
     "sgd": (otx.sgd, {}, {"learning_rate": 0.3}),
@@ -311,6 +316,7 @@ META: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, float]]] = {
     "adabelief": (otx.adabelief, {}, {"learning_rate": 0.05, "b1": 0.8}),
     "nadamw": (otx.nadamw, {}, {"learning_rate": 0.05, "weight_decay": 0.1}),
     "adafactor": (otx.adafactor, {"min_dim_size_to_factor": 2}, {"learning_rate": 0.05}),
+    "asgd": (asgd, {}, {"learning_rate": 0.1, "lambd": 0.5}),
 }
 META_CASES = [(n, hp) for n in sorted(META) for hp in META[n][2]]
 

@@ -118,7 +118,7 @@ def scale_by_asgd(
         del params
         lr = learning_rate
         if isinstance(lr, torch.Tensor):
-            lr = lr.detach().squeeze()
+            lr = lr.squeeze()  # (keeps its autograd history: meta-gradients)
         eta = torch.as_tensor(lr, dtype=_scalar_dtype(eta_dtype)).clone()
         return ScaleByAsgdState(count=numerics.zero_count(), eta=eta)
 
@@ -137,14 +137,14 @@ def scale_by_asgd(
             # step tensor, i.e. in the arithmetic of the state (Python lr: reciprocal * lr).
             k = count_inc.to(state.eta.dtype)
             if isinstance(learning_rate, torch.Tensor):
-                lr = learning_rate.detach().squeeze()
+                lr = learning_rate.squeeze()
                 new_eta = lr / ((1 + lambd * lr * k) ** alpha)
             else:
                 new_eta = torch.reciprocal((1 + (lambd * learning_rate) * k) ** alpha) * (
                     learning_rate
                 )
         elif isinstance(learning_rate, torch.Tensor):
-            lr = learning_rate.detach().squeeze()
+            lr = learning_rate.squeeze()
             new_eta = lr / ((1 + lambd * lr * count_inc.to(lr)) ** alpha)
         else:
             k = count_inc.to(torch.float64)
