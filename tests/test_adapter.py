@@ -478,13 +478,13 @@ def test_add_param_group():
     # A group whose hyperparameters cannot build the transform is rejected, and not added.
 
     def checked_sgd(learning_rate, momentum=None):
-        if learning_rate < 0:
-            raise ValueError(f"Invalid learning rate: {learning_rate}")
+        if momentum is not None and momentum > 1:
+            raise ValueError(f"Invalid momentum: {momentum}")
         return otx.sgd(learning_rate, momentum)
 
     opt2 = TorchOptimizer([net.conv.weight], checked_sgd, lr=0.1)
-    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
-        opt2.add_param_group({"params": [net.conv.bias], "lr": -1})
+    with pytest.raises(ValueError, match="Invalid momentum: 2"):
+        opt2.add_param_group({"params": [net.conv.bias], "momentum": 2})
     assert len(opt2.param_groups) == 1 and len(opt2._otx_slots) == 1
 
 
@@ -637,3 +637,125 @@ def test_state_mirror_and_deepcopy():
     opt_copy.step()
     assert opt_copy.state[new_params[0]]["0.count"].item() == 2
     assert opt.state[net.fc.weight]["0.count"].item() == 1
+
+
+@pytest.mark.parametrize(
+    ("hp", "message"),
+    [
+        ({"lr": -1e-3}, r"Invalid learning rate: -0.001 \(lr in param group 0 must be"),
+        ({"lr": float("nan")}, r"Invalid learning rate: nan \(lr in param group 0"),
+        ({"lr": torch.tensor(-1.0)}, r"Invalid learning rate: -1.0 \(lr in param group 0"),
+        ({"lr": 1e-3, "weight_decay": -1.0}, r"Invalid weight_decay value: -1.0 \(weight_decay"),
+        ({"lr": 1e-3, "weight_decay": float("inf")}, r"Invalid weight_decay value: inf"),
+    ],
+)
+def test_negative_or_non_finite_lr_and_weight_decay_are_refused(hp, message):
+    """As torch.optim: a negative learning rate or weight decay is a sign error (the functional
+    ``optax_torch.sgd(-0.1)`` stays allowed: gradient ascent)."""
+    w = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match=message):
+        TorchOptimizer([w], otx.adamw, **hp)
+    opt = TorchOptimizer([w], otx.adamw, lr=1e-3)
+    bad = {**hp, "params": [torch.zeros(3, requires_grad=True)]}
+    with pytest.raises(ValueError, match=message.replace("group 0", "group 1")):
+        opt.add_param_group(bad)
+    assert len(opt.param_groups) == 1 and len(opt._otx_slots) == 1  # nothing added
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
+def test_integer_and_bool_params_are_refused(dtype):
+    good = torch.zeros(2, requires_grad=True)
+    with pytest.raises(TypeError, match=f"parameter 1 of param group 0 has dtype {dtype}"):
+        TorchOptimizer([good, torch.zeros(2, dtype=dtype)], otx.adamw, lr=1e-3)
+
+
+def test_kwargs_factory_takes_lr_as_learning_rate_and_follows_schedulers():
+    """``lambda **hp: chain(..., adamw(**hp))``: ``lr`` (or ``learning_rate``) is the group key
+    ``lr`` and reaches the factory as ``learning_rate``, so torch LR schedulers drive it."""
+
+    def clipped_adamw(**hp):
+        return otx.chain(otx.clip_by_global_norm(1.0), otx.adamw(**hp))
+
+    for spelling in ("lr", "learning_rate"):
+        w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        opt = TorchOptimizer([w], clipped_adamw, **{spelling: 0.1, "weight_decay": 0.0})
+        assert set(opt.param_groups[0]) == {"params", "lr", "weight_decay"}
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+        for _ in range(3):
+            w.grad = torch.ones(3, dtype=torch.float64)
+            opt.step()
+            sched.step()
+        # Adam's first steps on a constant gradient move by ~lr: 0.1 + 0.05 + 0.025
+        torch.testing.assert_close(w.detach(), torch.full((3,), -0.175, dtype=torch.float64))
+
+
+class _Bucketed(torch.nn.Module):
+    """Two parameters that are views into one bucket (as ZeroRedundancyOptimizer's
+    ``parameters_as_bucket_view=True`` makes them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bucket = torch.arange(10, dtype=torch.float64) / 10
+        self.a = torch.nn.Parameter(torch.empty(2, 3, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.empty(4, dtype=torch.float64))
+        self.a.data = self.bucket[:6].view(2, 3)
+        self.b.data = self.bucket[6:]
+
+
+def test_compiled_step_leaves_params_in_a_foreign_bucket():
+    """The compiled step's flat buffers are only for parameters that own their storage (or live
+    in a flat buffer it made): views into someone else's bucket stay there and receive the
+    updates (per-tensor compile)."""
+    results = []
+    for compile_ in (False, {"backend": "aot_eager"}):
+        m = _Bucketed()
+        opt = TorchOptimizer([m.a, m.b], otx.adamw, lr=0.1, compile=compile_)
+        for k in range(3):
+            m.a.grad = torch.full_like(m.a, 1.0 + k)
+            m.b.grad = torch.full_like(m.b, -2.0)
+            opt.step()
+        assert m.a.data_ptr() == m.bucket.data_ptr()  # still a view into the bucket
+        assert opt._otx_slots[0].flat is None
+        results.append(m.bucket.clone())
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=1e-15)
+    assert not torch.equal(results[0], torch.arange(10, dtype=torch.float64) / 10)
+
+
+def test_assigned_state_entries_are_loaded_before_the_next_step():
+    """``optimizer.state[p] = {...}`` from outside (as ``ZeroRedundancyOptimizer.load_state_dict``
+    does on its local optimizer) replaces the functional state at the next step; reading the
+    state, stepping, pickling and deep-copying are not such writes."""
+    import copy
+    import pickle
+
+    def run(steps, load_at=None):
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+        opt = TorchOptimizer([w], otx.adamw, lr=0.1)
+        saved = None
+        for k in range(steps):
+            if k == load_at:
+                saved = {key: v.clone() for key, v in opt.state[w].items()}
+                opt.state[w] = {key: torch.zeros_like(v) for key, v in saved.items()}
+            w.grad = torch.tensor([0.3, -0.1, 0.2], dtype=torch.float64) * (k + 1)
+            opt.step()
+        return w.detach().clone(), opt, saved
+
+    straight, opt, _ = run(4)
+    assert not opt._otx_state.written
+    _ = opt.state[opt.param_groups[0]["params"][0]]  # reading is not a write
+    assert not opt._otx_state.written
+    assert not copy.deepcopy(opt)._otx_state.written
+    assert not pickle.loads(pickle.dumps(opt))._otx_state.written
+    zeroed, opt2, _ = run(4, load_at=2)
+    assert not opt2._otx_state.written  # consumed by the step
+    assert not torch.equal(zeroed, straight)  # the zeroed moments and count were used
+    # Writing back what was read reproduces the straight run.
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    opt = TorchOptimizer([w], otx.adamw, lr=0.1)
+    for k in range(4):
+        if k == 2:
+            opt.state[w] = {key: v.clone() for key, v in opt.state[w].items()}
+            assert opt._otx_state.written
+        w.grad = torch.tensor([0.3, -0.1, 0.2], dtype=torch.float64) * (k + 1)
+        opt.step()
+    torch.testing.assert_close(w.detach(), straight, rtol=0, atol=0)

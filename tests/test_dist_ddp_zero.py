@@ -500,25 +500,18 @@ def test_zero_equals_torch_zero(zero, name):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ZeroRedundancyOptimizer.load_state_dict assigns zero.optim.state[p] = {...}; "
-    "TorchOptimizer keeps its functional state elsewhere and ignores it (workaround: "
-    "zero.optim.load_state_dict(zero.optim.state_dict()) after loading)",
-)
 @pytest.mark.parametrize("name", list(ZERO_OPTIMIZERS))
 def test_zero_load_state_dict_reaches_the_local_optimizer(zero, name):
+    """ZeroRedundancyOptimizer.load_state_dict assigns ``zero.optim.state[p] = {...}``; the
+    adapter notes the write and reloads its functional state before the next step."""
     torch.testing.assert_close(
         zero[0][name, "eager", "plain load"], zero[0][name, "unsharded"], rtol=0, atol=TOL
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the compiled step re-points p.data into its own flat buffer, away from the bucket "
-    "that ZeroRedundancyOptimizer(parameters_as_bucket_view=True) broadcasts",
-)
 def test_zero_bucket_view_with_compiled_step(zero):
+    """Parameters that are views into ZeRO's buckets (``parameters_as_bucket_view=True``) are
+    not moved into the compiled step's flat buffers (it compiles per tensor)."""
     torch.testing.assert_close(
         zero[1][ZERO_COMPILED, "compiled", "bucket view"],
         zero[0][ZERO_COMPILED, "unsharded"],

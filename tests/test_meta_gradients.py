@@ -50,10 +50,6 @@ NOT_DIFFERENTIABLE = {
         "its Hessian estimate is a double backward (torch.autograd.grad on detached copies), which"
         " functorch transforms refuse and which plain autograd does not see through"
     ),
-    "torch_optim.Adagrad": (
-        "the per-parameter state layout of the torch.optim drop-ins reads storage pointers"
-        " (wrappers/_state_layout.unalias), which a functorch-wrapped tensor does not have"
-    ),
 }
 # Entries whose trajectories are accurate to less than float64 (GaLore's projection is a float32
 # SVD, as the reference's) or strongly curved near the start (distances that start at 1e-6):

@@ -16,6 +16,7 @@ second, once, and fuses the whole step into one pass over memory.
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -31,11 +32,38 @@ def _is_namedtuple(obj: Any) -> bool:
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
+# The storages of the flat buffers made here (data pointer -> number of live buffers on it).
+_OWNED: dict[int, int] = {}
+
+
+def _own(buf: torch.Tensor) -> None:
+    ptr = buf.untyped_storage().data_ptr()
+    _OWNED[ptr] = _OWNED.get(ptr, 0) + 1
+    weakref.finalize(buf, _disown, ptr)
+
+
+def _disown(ptr: int) -> None:
+    left = _OWNED.pop(ptr, 1) - 1
+    if left > 0:
+        _OWNED[ptr] = left
+
+
+def _own_storage(p: torch.Tensor) -> bool:
+    """Whether ``p`` has its storage to itself or lives in a flat buffer made here (not in
+    someone else's bucket, e.g. ``ZeroRedundancyOptimizer(parameters_as_bucket_view=True)``,
+    whose buffer must keep receiving the updates)."""
+    storage = p.untyped_storage()
+    return (
+        storage.nbytes() == p.numel() * p.element_size() and p.storage_offset() == 0
+    ) or storage.data_ptr() in _OWNED
+
+
 def supported(params: list[torch.Tensor]) -> bool:
     """Whether the parameters can live in flat buffers: plain tensors (no subclass such as a
-    DTensor), dense, contiguous."""
+    DTensor), dense, contiguous, each with its own storage or in a flat buffer made here."""
     return bool(params) and all(
-        type(p) in _PLAIN and p.layout == torch.strided and p.is_contiguous() for p in params
+        type(p) in _PLAIN and p.layout == torch.strided and p.is_contiguous() and _own_storage(p)
+        for p in params
     )
 
 
@@ -57,6 +85,7 @@ class FlatGroup:
                 total = sum(params[j].numel() for j in idx)
                 first = params[idx[0]]
                 buf = torch.empty(total, dtype=first.dtype, device=first.device)
+                _own(buf)
                 grads = torch.zeros_like(buf)
                 start = 0
                 views = []

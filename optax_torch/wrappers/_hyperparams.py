@@ -40,9 +40,10 @@ class _MissingLearningRateError(KeyError):
 
 
 NO_LR_MESSAGE = (
-    "this TorchOptimizer was built from a ready GradientTransformation, so its learning rate is "
-    "fixed inside the transform and its param groups have no 'lr' (a torch LR scheduler cannot "
-    "change it). Alternatives: pass the optimizer factory and its hyperparameters instead, e.g. "
+    "this TorchOptimizer has no adjustable learning rate (it was built from a ready "
+    "GradientTransformation, or from a factory without a learning_rate argument), so its param "
+    "groups have no 'lr' (a torch LR scheduler cannot change it). Alternatives: pass the "
+    "optimizer factory and its hyperparameters instead, e.g. "
     "TorchOptimizer(params, optax_torch.adamw, lr=1e-3, weight_decay=1e-2), whose 'lr' is live; "
     "or build the transform with optax_torch.inject_hyperparams(optax_torch.adamw)("
     "learning_rate=1e-3), whose numeric hyperparameters become param-group keys; or give the "
@@ -94,6 +95,10 @@ def factory_defaults(
     arg_of = {(LR if p.name == lr_arg else p.name): p.name for p in named}
     positional = [p.name for p in named if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     hyperparams = dict(hyperparams)
+    if var_keyword and not names & {LR, LEARNING_RATE} and hyperparams.keys() & {LR, LEARNING_RATE}:
+        # lambda **hp: chain(clip_by_global_norm(1.0), adamw(**hp)): the optax spelling goes to
+        # the factory, the group key is torch's (LR schedulers write group["lr"])
+        arg_of[LR] = LEARNING_RATE
     if LR in arg_of:
         rename_learning_rate(hyperparams, "TorchOptimizer()")
     unknown = sorted(set(hyperparams) - set(arg_of))

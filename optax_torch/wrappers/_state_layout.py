@@ -74,6 +74,48 @@ class Slot:
         return out
 
 
+class StateStore(defaultdict):
+    """``optimizer.state``: the per-parameter dicts mirrored from the functional state, noting
+    writes from outside (``written``). torch code assigns entries directly, e.g.
+    ``ZeroRedundancyOptimizer.load_state_dict`` does ``optimizer.state[p] = {...}`` on its local
+    optimizer; the adapter then reloads its functional state from these dicts before the next
+    step. Reading, and the adapter's own mirroring, are not writes. Replacing a value inside an
+    entry (``optimizer.state[p]["exp_avg"] = t``) is not noted: write the entry, or change the
+    tensor in place."""
+
+    def __init__(self, items: Any = ()):
+        super().__init__(dict, items)
+        self.written = False
+
+    def __missing__(self, key: Any) -> dict[str, Any]:  # a new entry made by a read or a mirror
+        value: dict[str, Any] = {}
+        dict.__setitem__(self, key, value)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.written = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.written = True
+        super().__delitem__(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.written = True
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.written = True
+        super().clear()
+
+    def pop(self, *args: Any) -> Any:
+        self.written = True
+        return super().pop(*args)
+
+    def __reduce__(self) -> Any:  # pickles (and deep-copies) as torch's plain defaultdict(dict)
+        return (defaultdict, (dict,), None, None, iter(self.items()))
+
+
 # --------------------------------------------------------------------------------------------
 # State allocation
 # --------------------------------------------------------------------------------------------
@@ -95,6 +137,9 @@ def _storages(x: Any) -> list[int]:
     if is_traceable_wrapper_subclass(x):
         names, _ = x.__tensor_flatten__()
         return [ptr for name in names for ptr in _storages(getattr(x, name))]
+    functorch: Any = torch._C._functorch  # pyright: ignore[reportAttributeAccessIssue]
+    if functorch.is_functorch_wrapped_tensor(x):  # under torch.func.grad / vmap
+        return _storages(functorch.get_unwrapped(x))
     return [x.untyped_storage().data_ptr()]
 
 

@@ -15,6 +15,7 @@ hyperparameter helpers in :mod:`optax_torch.wrappers._hyperparams`.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -152,7 +153,7 @@ class TorchOptimizer(Optimizer):
     ):
         self._otx_compile: dict[str, Any] | None = None
         self._otx_slots: list[Slot] = []
-        self._otx_state: defaultdict[Any, dict[str, Any]] = defaultdict(dict)
+        self._otx_state: layout.StateStore = layout.StateStore()
         self._otx_state_key_map: dict[str, str] = dict(getattr(self, "_state_key_map", {}))
         self._otx_factory: Callable[..., GradientTransformation] | None
         self._otx_tx: GradientTransformation | None
@@ -344,11 +345,33 @@ class TorchOptimizer(Optimizer):
         n = len(param_group["params"])
         self._otx_slots.append(Slot(n))
         try:
+            self._check_group(len(self.param_groups) - 1, self.param_groups[-1])
             self._transform_for(len(self.param_groups) - 1, param_group, check=False)
         except Exception:
             self.param_groups.pop()
             self._otx_slots.pop()
             raise
+
+    @staticmethod
+    def _check_group(gi: int, group: dict[str, Any]) -> None:
+        """torch.optim's checks (a learning rate or weight decay must be >= 0: a negative value
+        is a sign error, as ``torch.optim`` says at construction), and floating-point or complex
+        parameters only (an integer tensor has no gradient to follow)."""
+        for i, p in enumerate(group["params"]):
+            if not (p.is_floating_point() or p.is_complex()):
+                raise TypeError(
+                    f"TorchOptimizer: parameter {i} of param group {gi} has dtype {p.dtype}; "
+                    "only floating-point or complex tensors can be optimized"
+                )
+        for key, what in ((LR, "learning rate"), ("weight_decay", "weight_decay value")):
+            value = group.get(key)
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                value = value.item() if value.numel() == 1 else value
+            if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"Invalid {what}: {value!r} ({key} in param group {gi} must be a finite "
+                    "number >= 0)"
+                )
 
     # ----------------------------------------------------------------------------------------
     # Step
@@ -368,6 +391,8 @@ class TorchOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._otx_state.written:  # optimizer.state[p] assigned from outside (see StateStore)
+            self.load_state_dict(self.state_dict())
         with torch.no_grad():
             for gi, group in enumerate(self.param_groups):
                 self._step_group(gi, group, extra_args)
@@ -535,7 +560,9 @@ class TorchOptimizer(Optimizer):
 
     @state.setter
     def state(self, value: defaultdict[Any, dict[str, Any]]) -> None:
-        self._otx_state = value
+        # torch.optim.Optimizer.__init__ assigns an empty defaultdict: not a state to load
+        self._otx_state = layout.StateStore(value)
+        self._otx_state.written = bool(value)
 
     @torch._disable_dynamo
     def state_dict(self) -> dict[str, Any]:
@@ -615,7 +642,7 @@ class TorchOptimizer(Optimizer):
 
         self.param_groups = new_groups
         self._otx_slots = new_slots
-        self._otx_state = defaultdict(dict)
+        self._otx_state = layout.StateStore()
         for slot in self._otx_slots:
             if slot.state is not None:
                 slot.leaves, slot.spec = tree.flatten(slot.state)
@@ -645,4 +672,4 @@ class TorchOptimizer(Optimizer):
         state = dict(state)
         store = state.pop("state", None)
         super().__setstate__(state)
-        self._otx_state = store if store is not None else defaultdict(dict)
+        self._otx_state = layout.StateStore(store or ())
