@@ -120,8 +120,18 @@ def random_like(
     if not isinstance(rng_key, torch.Generator):
         gen.manual_seed(int(rng_key))
 
+    dtensor = _tree._dtensor_type()
+
     def draw(x: torch.Tensor) -> torch.Tensor:
         out = sampler(x.shape, generator=gen, dtype=dtype or x.dtype, device=gen.device)
-        return out.to(x.device)
+        out = out.to(x.device)
+        if dtensor is not None and isinstance(x, dtensor):
+            # every rank draws the whole tensor from the same generator state and keeps its
+            # part: the same numbers as one process, no communication
+            from torch.distributed.tensor import distribute_tensor
+
+            d: Any = x
+            return distribute_tensor(out, d.device_mesh, d.placements, src_data_rank=None)
+        return out
 
     return _tree.map(draw, target_tree)

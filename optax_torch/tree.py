@@ -245,14 +245,31 @@ def _kinds(xs: list[Any]) -> list[list[int]] | None:
     return [[i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]]
 
 
+def _dtensor_type() -> Any:
+    """``DTensor`` if ``torch.distributed.tensor`` has been imported (else ``None``)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else module.DTensor
+
+
 def _local_scalars(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     """0-d results of a reduction, as plain tensors where DTensors and plain tensors mix (a
     DTensor's pending cross-rank reduction is done here)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    if module is None or _kinds(xs) is None:
+    if _kinds(xs) is None:
         return xs
-    dtensor: Any = module.DTensor
-    return [dtensor.full_tensor(x) if isinstance(x, dtensor) else x for x in xs]
+    return [_global(x) for x in xs]
+
+
+def _global(x: torch.Tensor) -> torch.Tensor:
+    """The result of a reduction over a whole tree as a plain tensor: a DTensor's pending
+    cross-rank reduction is done once, here, so that algorithms never hold DTensor scalars
+    (which refuse to mix with the plain tensors of their state)."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(x, dtensor):
+        return x
+    from torch.distributed.tensor import Replicate
+
+    d: Any = x
+    return d.redistribute(d.device_mesh, [Replicate()] * d.device_mesh.ndim).to_local()
 
 
 def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
@@ -654,9 +671,10 @@ def _result_dtype(xs: list[torch.Tensor]) -> torch.dtype:
 
 
 def _reduce_leaves(partials: list[torch.Tensor], how: str) -> torch.Tensor:
+    partials = _local_scalars(partials)
     dtype = _result_dtype(partials)
     stacked = torch.stack([p.to(dtype) for p in partials])
-    return stacked.sum() if how == "sum" else stacked.max()
+    return _global(stacked.sum() if how == "sum" else stacked.max())
 
 
 def vdot(tree_x: Tree, tree_y: Tree) -> torch.Tensor:
@@ -724,10 +742,10 @@ def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -
     dtype = _result_dtype(partial)
     stacked = torch.stack([p.to(dtype) for p in partial])
     if squared:
-        return stacked.square().sum()
+        return _global(stacked.square().sum())
     # vector_norm's gradient at a zero tree is 0 (a subgradient), where sqrt(sum of squares)
     # has an infinite derivative at 0 and gives NaN
-    return torch.linalg.vector_norm(stacked)
+    return _global(torch.linalg.vector_norm(stacked))
 
 
 def all_finite(tree: Tree) -> torch.Tensor:
@@ -735,6 +753,9 @@ def all_finite(tree: Tree) -> torch.Tensor:
     xs = leaves(tree)
     if not xs:
         return torch.tensor(True)
+    if _dtensor_type() is not None:  # counts reduce across shards (a product of bools does not)
+        bad = _local_scalars([torch.isfinite(x).logical_not().sum() for x in xs])
+        return _global(torch.stack(bad).sum() == 0)
     return torch.stack([torch.isfinite(x).all() for x in xs]).all()
 
 
