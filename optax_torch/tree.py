@@ -218,14 +218,12 @@ def _abs_sq_leaf(x: torch.Tensor) -> torch.Tensor:
     return x * x
 
 
-def _groups(xs: list[Any], by_device_dtype: bool = True) -> list[list[int]]:
+def _groups(xs: list[Any]) -> list[list[int]]:
     """Indices of the tensors ``xs`` (no ``None``) grouped by (device, dtype), computed in C++,
-    and split by :func:`_kinds`; with ``by_device_dtype=False``, only by kind."""
+    and split by :func:`_kinds`."""
     if len(xs) <= 1:
         return [list(range(len(xs)))] if xs else []
     kinds = _kinds(xs)
-    if not by_device_dtype:
-        return kinds or [list(range(len(xs)))]
     if kinds is not None:
         return [[idx[i] for i in sub] for idx in kinds for sub in _groups([xs[i] for i in idx])]
     grouped = torch._C._group_tensors_by_device_and_dtype([xs], True)
@@ -235,14 +233,23 @@ def _groups(xs: list[Any], by_device_dtype: bool = True) -> list[list[int]]:
 def _kinds(xs: list[Any]) -> list[list[int]] | None:
     """Where ``xs`` mixes DTensors (sharded or replicated parameters: FSDP2, tensor parallel) and
     plain tensors, their indices by kind (multi-tensor kernels refuse the mix); else ``None``.
-    Costs one dictionary lookup until ``torch.distributed.tensor`` is imported."""
+    Costs one dictionary lookup until ``torch.distributed.tensor`` is imported, then one pass
+    over the types in C."""
     module = sys.modules.get("torch.distributed.tensor")
     if module is None:
         return None
-    flags = [isinstance(x, module.DTensor) for x in xs]
+    types = builtins.set(builtins.map(type, xs))
+    if len(types) == 1:
+        return None
+    dtensor = module.DTensor
+    flags = [issubclass(t, dtensor) for t in types]
     if all(flags) or not any(flags):
         return None
-    return [[i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]]
+    is_d = {t: f for t, f in zip(types, flags)}
+    return [
+        [i for i, x in enumerate(xs) if is_d[type(x)]],
+        [i for i, x in enumerate(xs) if not is_d[type(x)]],
+    ]
 
 
 def _dtensor_type() -> Any:
@@ -275,13 +282,13 @@ def _global(x: torch.Tensor) -> torch.Tensor:
 def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
     """``xs += ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel per
     group of :func:`_groups` (an update of another float dtype is cast to the target's)."""
-    if not xs:
-        return
-    for idx in _groups(xs, by_device_dtype=False):
-        if len(idx) == len(xs):
+    kinds = _kinds(xs)
+    if kinds is None:
+        if xs:
             torch._foreach_add_(xs, ys)
-        else:
-            torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx])
+        return
+    for idx in kinds:
+        torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx])
 
 
 class _Donated(threading.local):
@@ -457,8 +464,10 @@ def _apply(
     # (device, dtype) only pays where fast fused kernels exist (accelerators).
     if backend is _PerLeaf or not lists[0]:
         groups = None
+    elif lists[0][0].device.type == "cpu":
+        groups = _kinds(lists[0])
     else:
-        groups = _groups(lists[0], by_device_dtype=lists[0][0].device.type != "cpu")
+        groups = _groups(lists[0])
         if len(groups) == 1:
             groups = None
     if groups is None:
