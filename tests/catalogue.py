@@ -8,6 +8,7 @@ builds its transformation and says what its ``update`` needs (extra keyword argu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,19 @@ def resolve(name: str) -> Callable[..., Any]:
     """``"adam"`` -> ``optax_torch.adam``; ``"contrib.muon"`` -> ``optax_torch.contrib.muon``."""
     module: Any = otc if name.startswith("contrib.") else otx
     return getattr(module, name.removeprefix("contrib."))
+
+
+def static_args(entry: Entry) -> list[str]:
+    """The factory's integer arguments (step counts, sizes): structure, not values (they are
+    never injected as tensor hyperparameters)."""
+    assert entry.factory is not None
+    signature = inspect.signature(resolve(entry.factory))
+    out = []
+    for name, p in signature.parameters.items():
+        value = entry.kwargs.get(name, p.default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out.append(name)
+    return out
 
 
 def opt(name: str, **kwargs: Any) -> Entry:

@@ -25,12 +25,11 @@ Two things need more than ``vmap(f)`` (docs/functional.md shows both):
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 import torch
-from catalogue import Entry, catalogue, extra_args, resolve
+from catalogue import Entry, catalogue, extra_args, resolve, static_args
 from conftest import assert_trees_close
 from torch.utils import _pytree as pytree
 
@@ -249,18 +248,6 @@ INJECTABLE = sorted(
 )
 
 
-def _static_args(entry: Entry) -> list[str]:
-    """Integer arguments (step counts, sizes) are structure, not values (as test_catalogue)."""
-    assert entry.factory is not None
-    signature = inspect.signature(resolve(entry.factory))
-    out = []
-    for name, p in signature.parameters.items():
-        value = entry.kwargs.get(name, p.default)
-        if isinstance(value, int) and not isinstance(value, bool):
-            out.append(name)
-    return out
-
-
 def _member_hyperparams(name: str, state, skip: set[str]) -> dict[str, torch.Tensor]:
     """Every float hyperparameter (but ``skip``), one value per member: its catalogue value times
     a factor drawn in [0.7, 1) (keeps betas in [0, 1) and positive values positive)."""
@@ -288,7 +275,7 @@ def _check_members(entry: Entry, params, hps: dict[str, torch.Tensor]) -> None:
 def test_per_member_hyperparameters(name, how):
     entry = CATALOGUE[name]
     assert entry.factory is not None
-    make = otx.inject_hyperparams(resolve(entry.factory), static_args=_static_args(entry))
+    make = otx.inject_hyperparams(resolve(entry.factory), static_args=static_args(entry))
     tx = make(**entry.kwargs)
     members = [member_params(i) for i in range(N)]
     batched = stack(members)
@@ -332,7 +319,7 @@ def test_init_hyperparams_list_is_exact():
     for name in INJECTABLE:
         entry = CATALOGUE[name]
         assert entry.factory is not None
-        make = otx.inject_hyperparams(resolve(entry.factory), static_args=_static_args(entry))
+        make = otx.inject_hyperparams(resolve(entry.factory), static_args=static_args(entry))
         base = make(**entry.kwargs).init(params)
         for k, v in base.hyperparams.items():
             if not v.is_floating_point():

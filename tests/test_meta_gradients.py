@@ -19,13 +19,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-from catalogue import Entry, catalogue, extra_args, resolve
+from catalogue import Entry, catalogue, extra_args, resolve, static_args
 
 import optax_torch as otx
 from optax_torch import tree as otree
@@ -168,23 +167,12 @@ KINKS = {
 }
 
 
-def _static_args(entry: Entry) -> list[str]:
-    assert entry.factory is not None
-    signature = inspect.signature(resolve(entry.factory))
-    out = []
-    for name, p in signature.parameters.items():
-        value = entry.kwargs.get(name, p.default)
-        if isinstance(value, int) and not isinstance(value, bool):
-            out.append(name)
-    return out
-
-
 def _hyperparam_cases():
     cases = []
     for name in INJECTABLE:
         entry = CATALOGUE[name]
         assert entry.factory is not None
-        make = otx.inject_hyperparams(resolve(entry.factory), static_args=_static_args(entry))
+        make = otx.inject_hyperparams(resolve(entry.factory), static_args=static_args(entry))
         for hp, value in sorted(make(**entry.kwargs).init(P0).hyperparams.items()):
             if value.is_floating_point() and value.item() != 0:  # (0: often a domain boundary)
                 cases.append((name, hp))
@@ -198,7 +186,7 @@ HYPERPARAM_CASES = _hyperparam_cases()
 def test_gradient_wrt_hyperparameter(name, hp):
     entry = CATALOGUE[name]
     assert entry.factory is not None
-    make = otx.inject_hyperparams(resolve(entry.factory), static_args=_static_args(entry))
+    make = otx.inject_hyperparams(resolve(entry.factory), static_args=static_args(entry))
     x0 = make(**entry.kwargs).init(P0).hyperparams[hp]
     params = otree.map(lambda x, d: x + T0 * d, P0, DIRECTION)
 
