@@ -86,3 +86,65 @@ def check_positive_int(name: str, value: Any) -> Any:
             return value
         _fail(name, value, "an integer >= 1")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Trees: the leaves of params / gradients / states (called at init, and on error paths only)
+# --------------------------------------------------------------------------------------------
+
+
+def leaf_path(tree: Any, index: int) -> str:
+    """The pytree path (e.g. ``['enc']['w']``, ``[0]``) of leaf ``index`` of ``tree``, in
+    flattening order with ``None`` leaves counted (as :func:`optax_torch.tree.flatten`)."""
+    from torch.utils import _pytree
+
+    def is_leaf(x: Any) -> bool:
+        return x is None
+
+    with_paths, _ = _pytree.tree_flatten_with_path(tree, is_leaf=is_leaf)
+    if not 0 <= index < len(with_paths):
+        return f"<leaf {index}>"
+    return _pytree.keystr(with_paths[index][0])
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """The pytree paths of all leaves of ``tree`` (``None`` leaves counted)."""
+    from torch.utils import _pytree
+
+    with_paths, _ = _pytree.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+    return [_pytree.keystr(path) for path, _ in with_paths]
+
+
+def describe_leaf(x: Any) -> str:
+    """``tensor of shape (2, 3), dtype torch.float32 on cpu`` or ``float 1.0``."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        layout = "" if x.layout == torch.strided else f", layout {x.layout}"
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype} on {x.device.type}{layout}"
+    return f"{type(x).__name__} {x!r}"[:120]
+
+
+def is_float_tensor(x: Any) -> bool:
+    """A floating-point or complex tensor (what can be optimized)."""
+    import torch
+
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
+def check_real_params(params: Any, who: str) -> None:
+    """``ValueError`` (optax's type for this, e.g. in ``scale_by_sm3``) naming the first complex
+    leaf of ``params``: a transformation that does not support complex parameters calls this at
+    init (one pass over the leaves, at init only)."""
+    import torch
+    from torch.utils import _pytree
+
+    leaves = _pytree.tree_leaves(params, is_leaf=lambda x: x is None)
+    for i, x in enumerate(leaves):
+        if isinstance(x, torch.Tensor) and x.is_complex():
+            raise ValueError(
+                f"{who} does not support complex parameters: params{leaf_path(params, i)} "
+                f"is a {describe_leaf(x)} (split real and imaginary parts with "
+                "optax_torch.contrib.split_real_and_imaginary, or use a transformation that "
+                "supports complex parameters)"
+            )

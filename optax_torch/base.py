@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from optax_torch import _validate
 from optax_torch import tree as _tree
 
 __all__ = [
@@ -122,7 +123,16 @@ def _carrying_none(fn: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def update(updates, state, params=None, **extra_args):
-        new_updates, new_state = fn(updates, state, params, **extra_args)
+        try:
+            new_updates, new_state = fn(updates, state, params, **extra_args)
+        except AttributeError as e:
+            if getattr(e, "obj", None) is state and state is not None:
+                raise TypeError(_foreign_state_message(fn, state, e)) from e
+            raise
+        if type(new_state) is not type(state) or (
+            isinstance(state, tuple) and len(new_state) != len(state)
+        ):
+            raise TypeError(_changed_state_message(fn, state, new_state))
         if _has_none(updates):
             new_state = _carry_over(new_state, state)
         return new_updates, new_state
@@ -130,6 +140,86 @@ def _carrying_none(fn: Callable[..., Any]) -> Callable[..., Any]:
     functools.update_wrapper(update, fn)
     setattr(update, _CARRIES, fn)
     return _own_code(update)
+
+
+def _transform_name(fn: Callable[..., Any]) -> str:
+    """``scale_by_adam`` for ``scale_by_adam.<locals>.update_fn``."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return name.split(".<locals>")[0]
+
+
+def _state_kind(state: Any) -> str:
+    fields = getattr(state, "_fields", None)
+    if fields is not None:
+        return f"{type(state).__name__}({', '.join(fields)})"
+    if isinstance(state, tuple):
+        return f"a tuple of {len(state)}"
+    return type(state).__name__
+
+
+def _foreign_state_message(fn: Callable[..., Any], state: Any, error: AttributeError) -> str:
+    return (
+        f"{_transform_name(fn)}: update got a state {_state_kind(state)} that has no "
+        f"{getattr(error, 'name', None)!r} (is it the state of another optimizer or "
+        "transformation? pass the state made by this transformation's init)"
+    )
+
+
+def _changed_state_message(fn: Callable[..., Any], state: Any, new_state: Any) -> str:
+    return (
+        f"{_transform_name(fn)}: update returned a state of another structure than the one it "
+        f"was given: {_state_kind(new_state)} for {_state_kind(state)} (an update must return "
+        "a state of the structure its init makes)"
+    )
+
+
+_CHECKED = "_optax_torch_checked_init"
+
+
+def _checking_init(init: Callable[..., Any]) -> Callable[..., Any]:
+    """``init`` that refuses parameters it cannot optimize: an integer or boolean tensor that
+    the state would mirror, or a leaf that is not a tensor (``TypeError`` naming its path).
+    One pass over the leaves, at init only; stateless transformations accept any leaf."""
+    if init is init_empty_state or getattr(init, _CHECKED, False):
+        return init
+
+    def checked(params, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            return init(params, *args, **kwargs)
+        leaves = _tree.flatten(params)[0]
+        bad = [
+            i for i, x in enumerate(leaves) if x is not None and not _validate.is_float_tensor(x)
+        ]
+        if not bad:
+            return init(params, *args, **kwargs)
+        try:
+            state = init(params, *args, **kwargs)
+        except Exception as e:
+            raise TypeError(_bad_param_message(init, params, leaves[bad[0]], bad[0])) from e
+        mirrored = {
+            (tuple(x.shape), x.dtype)
+            for x in _tree.leaves(state)
+            if isinstance(x, torch.Tensor) and not _validate.is_float_tensor(x)
+        }
+        for i in bad:
+            x = leaves[i]
+            if isinstance(x, torch.Tensor) and (tuple(x.shape), x.dtype) in mirrored:
+                raise TypeError(_bad_param_message(init, params, x, i))
+        return state
+
+    functools.update_wrapper(checked, init)
+    setattr(checked, _CHECKED, True)
+    return checked
+
+
+def _bad_param_message(init: Callable[..., Any], params: Any, leaf: Any, index: int) -> str:
+    what = "not a tensor" if not isinstance(leaf, torch.Tensor) else f"of dtype {leaf.dtype}"
+    return (
+        f"{_transform_name(init)}: params{_validate.leaf_path(params, index)} is "
+        f"{what} ({_validate.describe_leaf(leaf)}); only floating-point or complex tensors "
+        "can be optimized (leave the others out of the tree, or mask them out with "
+        "optax_torch.masked / set_to_zero)"
+    )
 
 
 def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,7 +295,7 @@ class GradientTransformation(_Pair):
     def __new__(cls, init: Any, update: Any):
         if not hasattr(update, _CARRIES):
             update = _carrying_none(update)
-        return super().__new__(cls, init, update)
+        return super().__new__(cls, _checking_init(init), update)
 
     @classmethod
     def _unwrapped(cls, init: Any, update: Any) -> Any:

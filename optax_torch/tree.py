@@ -177,13 +177,80 @@ def broadcast_prefix(prefix: Tree, tree: Tree) -> list[Any]:
     return out
 
 
-def _flatten_as(spec: Any, tree: Tree, what: str) -> list[Any]:
+def _flatten_as(spec: Any, tree: Tree, what: str, ref: str = "the first tree") -> list[Any]:
     out, other = flatten(tree)
     if other is not spec and other != spec:
         raise ValueError(
             f"tree structure mismatch: {what} has structure\n  {other}\nbut expected\n  {spec}"
+            + _path_difference(spec, tree, what, ref)
         )
     return out
+
+
+def _path_difference(spec: Any, tree: Tree, what: str, ref: str) -> str:
+    """The leaf paths in one structure and not the other (on the error path only)."""
+    from optax_torch._validate import leaf_paths
+
+    try:
+        expected = leaf_paths(_pytree.tree_unflatten([None] * spec.num_leaves, spec))
+        got = leaf_paths(tree)
+    except Exception:  # an unusual spec: the structures above say it all
+        return ""
+    missing = [p for p in expected if p not in set(got)]
+    extra = [p for p in got if p not in set(expected)]
+    parts = []
+    if missing:
+        parts.append(f"in {ref} but not in {what}: {', '.join(missing[:5])}")
+    if extra:
+        parts.append(f"in {what} but not in {ref}: {', '.join(extra[:5])}")
+    return f"\n({'; '.join(parts)})" if parts else ""
+
+
+def _diagnose(trees: Sequence[Tree], names: Sequence[str]) -> Exception | None:
+    """After a tree op failed: the leaf that made it fail, as an error naming its path (a leaf
+    that is not a tensor, a sparse or integer tensor, or shapes or devices that differ from
+    tree 0's). ``None`` where no leaf explains it. On the error path only."""
+    from optax_torch._validate import describe_leaf, leaf_path
+
+    flats = [flatten(t)[0] for t in trees]
+    if any(len(f) != len(flats[0]) for f in flats):
+        return None
+
+    def name(k: int, i: int) -> str:
+        base = names[k] if len(names) > k else f"tree #{k + 1}"
+        return f"{base}{leaf_path(trees[k], i)}"
+
+    for i in range(len(flats[0])):
+        row = [f[i] for f in flats]
+        if any(x is None for x in row):
+            continue
+        for k, x in enumerate(row):
+            if not isinstance(x, torch.Tensor):
+                return TypeError(f"{name(k, i)} is not a tensor: {describe_leaf(x)}")
+            if x.layout != torch.strided:
+                return TypeError(
+                    f"{name(k, i)} is a sparse tensor ({describe_leaf(x)}); this "
+                    "transformation takes dense tensors only (densify it with .to_dense(), or "
+                    "use a transformation for sparse gradients)"
+                )
+            if not (x.is_floating_point() or x.is_complex()):
+                return TypeError(
+                    f"{name(k, i)} has dtype {x.dtype} ({describe_leaf(x)}); only "
+                    "floating-point or complex tensors can be optimized"
+                )
+        x0 = row[0]
+        for k, x in enumerate(row[1:], 1):
+            if x.shape != x0.shape and x.ndim and x0.ndim:
+                return ValueError(
+                    f"shape mismatch: {name(k, i)} has shape {tuple(x.shape)} but "
+                    f"{name(0, i)} has shape {tuple(x0.shape)}"
+                )
+            if x.device != x0.device:
+                return ValueError(
+                    f"device mismatch: {name(k, i)} is on {x.device} but {name(0, i)} is on "
+                    f"{x0.device}"
+                )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,58 +499,70 @@ def _apply(
     does the same for intermediate updates only (donated by a chain to a member marked
     :func:`optax_torch.consumes_updates`), never for a donated state.
     """
-    first, spec = flatten(trees[0])
-    rest = [
-        _flatten_as(spec, t, names[k + 1] if len(names) > k + 1 else f"tree #{k + 2}")
-        for k, t in enumerate(trees[1:])
-    ]
-    lists = [first, *rest]
-    n = len(first)
-    valid: list[int] | None = None
-    if any(_has_none(xs) for xs in lists):
-        valid = [i for i in range(n) if all(xs[i] is not None for xs in lists)]
-        lists = [[xs[i] for i in valid] for xs in lists]
-    backend = _backend()
-    if backend is _Foreach and torch.is_grad_enabled() and _any_requires_grad(lists):
-        backend = _PerLeaf  # recorded for autograd: pure per-tensor ops, no in-place temporaries
-    extra: dict[str, Any] = {}
-    if donatable is not None and backend is _Foreach and _donated.ids:
-        for k in (donatable,) if isinstance(donatable, int) else donatable:
-            if _take_donated(lists[k], lists[0]):
-                extra["inplace"] = k
-                break
-    if (
-        consumable is not None
-        and "inplace" not in extra
-        and backend is _Foreach
-        and _donated.fresh
-        and _take_fresh(lists[consumable], lists[0])
-    ):
-        extra["inplace"] = consumable
-    # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
-    # (device, dtype) only pays where fast fused kernels exist (accelerators).
-    if backend is _PerLeaf or not lists[0]:
-        groups = None
-    elif lists[0][0].device.type == "cpu":
-        groups = _kinds(lists[0])
-    else:
-        groups = _groups(lists[0])
-        if len(groups) == 1:
+    try:
+        first, spec = flatten(trees[0])
+        rest = [
+            _flatten_as(
+                spec,
+                t,
+                names[k + 1] if len(names) > k + 1 else f"tree #{k + 2}",
+                names[0] if names else "the first tree",
+            )
+            for k, t in enumerate(trees[1:])
+        ]
+        lists = [first, *rest]
+        n = len(first)
+        valid: list[int] | None = None
+        if any(_has_none(xs) for xs in lists):
+            valid = [i for i in range(n) if all(xs[i] is not None for xs in lists)]
+            lists = [[xs[i] for i in valid] for xs in lists]
+        backend = _backend()
+        if backend is _Foreach and torch.is_grad_enabled() and _any_requires_grad(lists):
+            # recorded for autograd: pure per-tensor ops, no in-place temporaries
+            backend = _PerLeaf
+        extra: dict[str, Any] = {}
+        if donatable is not None and backend is _Foreach and _donated.ids:
+            for k in (donatable,) if isinstance(donatable, int) else donatable:
+                if _take_donated(lists[k], lists[0]):
+                    extra["inplace"] = k
+                    break
+        if (
+            consumable is not None
+            and "inplace" not in extra
+            and backend is _Foreach
+            and _donated.fresh
+            and _take_fresh(lists[consumable], lists[0])
+        ):
+            extra["inplace"] = consumable
+        # CPU multi-tensor kernels loop over tensors in C++ whatever their dtypes; grouping by
+        # (device, dtype) only pays where fast fused kernels exist (accelerators).
+        if backend is _PerLeaf or not lists[0]:
             groups = None
-    if groups is None:
-        results = kernel(backend, *lists, **extra) if lists[0] else []
-    else:
-        results = [None] * len(lists[0])
-        for idx in groups:
-            group_lists = [[xs[i] for i in idx] for xs in lists]
-            for i, r in zip(idx, kernel(backend, *group_lists, **extra)):
-                results[i] = r
-    if valid is None:
-        return unflatten(spec, results)
-    out: list[Any] = [None] * n
-    for i, r in zip(valid, results):
-        out[i] = r
-    return unflatten(spec, out)
+        elif lists[0][0].device.type == "cpu":
+            groups = _kinds(lists[0])
+        else:
+            groups = _groups(lists[0])
+            if len(groups) == 1:
+                groups = None
+        if groups is None:
+            results = kernel(backend, *lists, **extra) if lists[0] else []
+        else:
+            results = [None] * len(lists[0])
+            for idx in groups:
+                group_lists = [[xs[i] for i in idx] for xs in lists]
+                for i, r in zip(idx, kernel(backend, *group_lists, **extra)):
+                    results[i] = r
+        if valid is None:
+            return unflatten(spec, results)
+        out: list[Any] = [None] * n
+        for i, r in zip(valid, results):
+            out[i] = r
+        return unflatten(spec, out)
+    except (RuntimeError, TypeError, AttributeError, NotImplementedError) as e:
+        problem = _diagnose(trees, names)
+        if problem is None:
+            raise
+        raise problem from e
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ BAD = [
     (lambda: otx.scale_by_stddev(eps=-1.0), "eps"),
     (lambda: otx.scale_by_rss(initial_accumulator_value=-0.1), "initial_accumulator_value"),
     (lambda: otx.adagrad(0.1, eps=NAN), "eps"),
-    (lambda: otx.sgd(0.1, momentum=-0.9), "decay"),
+    (lambda: otx.sgd(0.1, momentum=-0.9), "momentum"),
     (lambda: otx.ema(1.5), "decay"),
     (lambda: otx.clip(-1.0), "max_delta"),
     (lambda: otx.clip_by_global_norm(NAN), "max_norm"),

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from optax_torch import transforms as T
+from optax_torch._validate import check_non_negative
 from optax_torch.base import GradientTransformationExtraArgs, ScalarOrSchedule, identity
 from optax_torch.combine import chain
 
@@ -32,6 +33,7 @@ def sgd(
 
         >>> opt = otx.sgd(0.1, momentum=0.9)
     """
+    check_non_negative("momentum", momentum)
     first = (
         T.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
         if momentum is not None
@@ -92,6 +94,7 @@ def adamw(
 
         >>> opt = otx.adamw(1e-3, weight_decay=1e-2)
     """
+    check_non_negative("weight_decay", weight_decay)
     return chain(
         T.scale_by_adam(
             b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
@@ -182,6 +185,7 @@ def rmsprop(
 
         >>> opt = otx.rmsprop(1e-3, momentum=0.9, centered=True)
     """
+    check_non_negative("momentum", momentum)
     make = T.scale_by_stddev if centered else T.scale_by_rms
     scaling = make(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
     return chain(

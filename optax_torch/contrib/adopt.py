@@ -87,6 +87,7 @@ def scale_by_adopt(
     decay = bool(weight_decay != 0)
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_adopt")
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=tree.zeros_like(params, dtype=mu_dtype),

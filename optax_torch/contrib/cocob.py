@@ -61,6 +61,7 @@ def scale_by_cocob(alpha: Num = 100.0, eps: Num = 1e-8) -> GradientTransformatio
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_cocob")
         return COCOBState(
             init_particles=tree.map(torch.clone, params),
             cumulative_gradients=tree.zeros_like(params),

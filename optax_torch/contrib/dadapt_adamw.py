@@ -82,6 +82,7 @@ def dadapt_adamw(
     sb2 = beta2**0.5
 
     def init_fn(params):
+        _validate.check_real_params(params, "dadapt_adamw")
         dtype = tree.dtype(params, "lowest")
         return DAdaptAdamWState(
             exp_avg=tree.zeros_like(params),

@@ -77,6 +77,7 @@ def scale_by_dog(init_step: InitStep, eps: Num = 1e-8) -> GradientTransformation
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_dog")
         dtype = tree.dtype(params, "lowest")
         if init_step_type == "distance":
             r_epsilon = torch.as_tensor(init_step_value, dtype=torch.float64)
@@ -197,6 +198,7 @@ def scale_by_dowg(init_estim_sq_dist: Num | None = None, eps: Num = 1e-4) -> Gra
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_dowg")
         dtype = tree.dtype(params, "lowest")
         init = eps if init_estim_sq_dist is None else init_estim_sq_dist
         return DoWGState(

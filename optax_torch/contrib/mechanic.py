@@ -86,6 +86,7 @@ def mechanize(
     beta_values = [1.0 - 0.1**i for i in range(1, num_betas + 1)]
 
     def init_fn(params):
+        _validate.check_real_params(params, "mechanize")
         dtype = tree.dtype(params, "lowest")
         return MechanicState(
             base_optimizer_state=base.init(params),

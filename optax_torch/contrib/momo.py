@@ -92,6 +92,7 @@ def momo(
     _validate.check_decay("beta", beta)
 
     def init_fn(params):
+        _validate.check_real_params(params, "momo")
         dtype = tree.dtype(params, "lowest")
         return MomoState(
             exp_avg=tree.zeros_like(params),
@@ -201,6 +202,7 @@ def momo_adam(
     _validate.check_non_negative("eps", eps)
 
     def init_fn(params):
+        _validate.check_real_params(params, "momo_adam")
         dtype = tree.dtype(params, "lowest")
         return MomoAdamState(
             exp_avg=tree.zeros_like(params),

@@ -89,6 +89,7 @@ def prodigy(
     b3 = beta2**0.5 if beta3 is None else beta3
 
     def init_fn(params):
+        _validate.check_real_params(params, "prodigy")
         dtype = tree.dtype(params, "lowest")
         return ProdigyState(
             exp_avg=tree.zeros_like(params),

@@ -153,9 +153,11 @@ def scale_by_sophia(
     if isinstance(update_interval, torch.Tensor):  # e.g. from inject_hyperparams
         update_interval = int(update_interval)
     _validate.check_positive_int("update_interval", update_interval)
+    _validate.check_non_negative("print_win_rate_every_n_steps", print_win_rate_every_n_steps)
     hess_fn = with_extra_args_support(hessian_diagonal_fn)
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_sophia")
         return SophiaState(
             count=numerics.zero_count(),
             mu=tree.zeros_like(params, dtype=mu_dtype),

@@ -14,6 +14,8 @@ Schedules never branch in Python on tensor values, so the same function runs eag
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +89,22 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     """
     schedules = list(schedules)
     boundaries = list(boundaries)
+    if len(boundaries) != len(schedules) - 1:
+        raise ValueError(
+            f"join_schedules: {len(schedules)} schedules need {len(schedules) - 1} boundaries, "
+            f"got boundaries={boundaries!r}"
+        )
+    for i, (a, b) in enumerate(itertools.pairwise(boundaries)):
+        if not (isinstance(a, int | float) and isinstance(b, int | float)):
+            continue  # tensors: not checked (they may be traced)
+        if not a <= b:
+            raise ValueError(
+                f"join_schedules: boundaries must be in increasing order, got "
+                f"boundaries[{i}]={a!r} > boundaries[{i + 1}]={b!r} (boundaries={boundaries!r})"
+            )
+    for i, b in enumerate(boundaries):
+        if isinstance(b, float) and math.isnan(b):
+            raise ValueError(f"join_schedules: boundaries[{i}] is {b!r}")
 
     def schedule(step):
         step = _as_count(step)

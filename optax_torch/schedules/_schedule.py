@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from optax_torch import _validate as V
 from optax_torch.base import Schedule
 from optax_torch.schedules._join import _as_value, _float_count, join_schedules
 
@@ -38,6 +39,51 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 Numeric = float | int | torch.Tensor
+
+
+def _check_values(**values: Any) -> None:
+    """``ValueError`` naming the first NaN or infinite value (tensors and ``None`` pass)."""
+    for name, value in values.items():
+        V.check_finite(name, value)
+
+
+def _check_steps(**steps: Any) -> None:
+    """Step counts must be numbers, not NaN (a non-positive count keeps optax's meaning)."""
+    for name, value in steps.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"{name} must be an integer number of steps, got {name}={value!r}")
+
+
+def _check_scales(who: str, boundaries_and_scales: dict[int, float]) -> None:
+    for step, scale in boundaries_and_scales.items():
+        if isinstance(step, float) and not math.isfinite(step):
+            raise ValueError(f"`{who}` expects integer boundaries, got boundary {step!r}")
+        if not scale >= 0.0:  # NaN too
+            raise ValueError(
+                f"`{who}` expects non-negative scale factors, got scale {scale!r} at boundary "
+                f"{step!r} (boundaries_and_scales={boundaries_and_scales!r})"
+            )
+
+
+def _check_onecycle(
+    peak_value: Any,
+    pct_start: Any,
+    div_factor: Any,
+    final_div_factor: Any,
+    pct_final: Any = None,
+) -> None:
+    V.check_finite("peak_value", peak_value)
+    V.check_in_range("pct_start", pct_start, 0.0, 1.0)
+    if pct_final is not None:
+        V.check_in_range("pct_final", pct_final, 0.0, 1.0)
+        numbers = isinstance(pct_start, float | int) and isinstance(pct_final, float | int)
+        if numbers and pct_final < pct_start:
+            raise ValueError(
+                f"pct_final must be >= pct_start, got pct_start={pct_start!r}, "
+                f"pct_final={pct_final!r}"
+            )
+    V.check_positive("div_factor", div_factor)
+    V.check_positive("final_div_factor", final_div_factor)
 
 
 def _finish(value: Any, count: torch.Tensor) -> torch.Tensor:
@@ -63,6 +109,7 @@ def constant_schedule(value: Numeric) -> Schedule:
       >>> schedule_fn(100)
       tensor(5., dtype=torch.float64)
     """
+    V.check_finite("value", value)
 
     def schedule(count):
         return _as_value(value, _float_count(count))
@@ -122,6 +169,8 @@ def polynomial_schedule(
       >>> schedule_fn(100)  # value on the last iteration
       tensor(0.0100, dtype=torch.float64)
     """
+    _check_values(init_value=init_value, end_value=end_value, power=power)
+    _check_steps(transition_steps=transition_steps, transition_begin=transition_begin)
     if transition_steps <= 0:
         _logger.info(
             "A polynomial schedule was set with a non-positive `transition_steps` value; this "
@@ -227,9 +276,9 @@ def piecewise_constant_schedule(
       >>> print(sched(250).item())  # after second boundary
       0.001
     """
+    V.check_finite("init_value", init_value)
     if boundaries_and_scales is not None:
-        if not all(scale >= 0.0 for scale in boundaries_and_scales.values()):
-            raise ValueError("`piecewise_constant_schedule` expects non-negative scale factors")
+        _check_scales("piecewise_constant_schedule", boundaries_and_scales)
         steps_and_scales = sorted(boundaries_and_scales.items())
     else:
         steps_and_scales = []
@@ -288,6 +337,9 @@ def exponential_decay(
       >>> schedule_fn(25)
       tensor(0.2500, dtype=torch.float64)
     """
+    _check_values(init_value=init_value, end_value=end_value)
+    V.check_non_negative("decay_rate", decay_rate)
+    _check_steps(transition_steps=transition_steps, transition_begin=transition_begin)
     if transition_steps <= 0:
         _logger.info(
             "An exponential schedule was set with a non-positive `transition_steps` value; this "
@@ -377,6 +429,7 @@ def cosine_decay_schedule(
         raise ValueError(
             f"The cosine_decay_schedule requires positive decay_steps, got {decay_steps=}."
         )
+    _check_values(init_value=init_value, alpha=alpha, exponent=exponent)
     # Python ints can exceed every integer tensor dtype: compute in float64, as optax does.
     total = float(decay_steps) if isinstance(decay_steps, int) else decay_steps
 
@@ -433,12 +486,14 @@ def piecewise_interpolate_schedule(
     elif interpolate_type == "cosine":
         interpolate_fn = _cosine_interpolate
     else:
-        raise ValueError("`interpolate_type` must be either 'cosine' or 'linear'")
+        raise ValueError(
+            f"`interpolate_type` must be either 'cosine' or 'linear', got {interpolate_type!r}"
+        )
+    V.check_finite("init_value", init_value)
 
     if boundaries_and_scales:
+        _check_scales("piecewise_interpolate_schedule", boundaries_and_scales)
         boundaries, scales = zip(*sorted(boundaries_and_scales.items()))
-        if not all(scale >= 0.0 for scale in scales):
-            raise ValueError("`piecewise_interpolate_schedule` expects non-negative scale factors")
     else:
         boundaries, scales = (), ()
 
@@ -496,8 +551,10 @@ def linear_onecycle_schedule(
     """
     if transition_steps <= 0:
         raise ValueError(
-            "A linear onecycle schedule was set with a non-positive `transition_steps`"
+            "A linear onecycle schedule was set with a non-positive `transition_steps`, got "
+            f"transition_steps={transition_steps!r}"
         )
+    _check_onecycle(peak_value, pct_start, div_factor, final_div_factor, pct_final)
     return piecewise_interpolate_schedule(
         "linear",
         peak_value / div_factor,
@@ -546,8 +603,10 @@ def cosine_onecycle_schedule(
     """
     if transition_steps <= 0:
         raise ValueError(
-            "A cosine onecycle schedule was set with a non-positive `transition_steps`"
+            "A cosine onecycle schedule was set with a non-positive `transition_steps`, got "
+            f"transition_steps={transition_steps!r}"
         )
+    _check_onecycle(peak_value, pct_start, div_factor, final_div_factor)
     return piecewise_interpolate_schedule(
         "cosine",
         peak_value / div_factor,
@@ -633,6 +692,8 @@ def warmup_cosine_decay_schedule(
       >>> schedule_fn(5), schedule_fn(10), schedule_fn(60)
       (tensor(0.5000, dtype=torch.float64), tensor(1., dtype=torch.float64), tensor(0.5000, dtype=torch.float64))
     """  # noqa: E501
+    _check_values(init_value=init_value, peak_value=peak_value, end_value=end_value)
+    V.check_non_negative("warmup_steps", warmup_steps)
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     schedules = [
         linear_schedule(init_value=init_value, end_value=peak_value, transition_steps=warmup_steps),
@@ -676,6 +737,8 @@ def warmup_exponential_decay_schedule(
       schedule
         A function that maps step counts to values.
     """
+    _check_values(init_value=init_value, peak_value=peak_value)
+    V.check_non_negative("warmup_steps", warmup_steps)
     schedules = [
         linear_schedule(init_value=init_value, end_value=peak_value, transition_steps=warmup_steps),
         exponential_decay(

@@ -533,6 +533,7 @@ def scale_by_lion(
         return torch.where(torch.abs(x) < 1.0, x, torch.sign(x))
 
     def init_fn(params):
+        V.check_real_params(params, "scale_by_lion")
         return ScaleByLionState(
             count=numerics.zero_count(), mu=tree.zeros_like(params, dtype=mu_dtype)
         )
@@ -636,6 +637,7 @@ def scale_by_adan(
     V.check_decay("b3", b3)
     V.check_non_negative("eps", eps)
     V.check_non_negative("eps_root", eps_root)
+    V.check_finite("diff_scale", diff_scale)
 
     gamma = 1 - b2 if diff_scale is None else diff_scale
 

@@ -560,6 +560,7 @@ def add_adafactor_decayed_weights(
     if step_size is not None:
         V.check_non_negative("step_size", step_size)
     V.check_non_negative("eps_scale", eps_scale)
+    V.check_non_negative("max_step_size", max_step_size)
 
     def init_fn(params):
         del params
@@ -641,7 +642,7 @@ def scale_by_sm3(b1: Num = 0.9, b2: Num = 1.0, eps: Num = 1e-8) -> GradientTrans
         return [p.new_zeros((n,)) for n in p.shape]
 
     def init_fn(params):
-        _reject_complex(params)
+        V.check_real_params(params, "scale_by_sm3")
         return ScaleBySM3State(mu=tree.map(zeros_for_dim, params), nu=tree.zeros_like(params))
 
     def accumulate(g: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:

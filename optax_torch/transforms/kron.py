@@ -335,6 +335,7 @@ def scale_by_kron(
         return tuple(factors) + (None,) * (KRON_MAX_NDIM - len(factors))
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_kron")
         leaves = tree.flatten(params)[0]
         zero = torch.zeros((), dtype=torch.int32)
         return ScaleByKronState(

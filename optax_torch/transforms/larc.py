@@ -60,6 +60,7 @@ def scale_by_larc(
 
         >>> tx = otx.chain(scale_by_larc(0.1, weight_decay=1e-4), otx.trace(0.9), otx.scale(-0.1))
     """
+    _validate.check_finite("learning_rate", learning_rate)
     _validate.check_non_negative("trust_coefficient", trust_coefficient)
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("weight_decay", weight_decay)

@@ -67,6 +67,7 @@ def add_noise(
         if key is not None:
             raise ValueError("add_noise: give only one of seed and key")
         key = seed
+    _validate.check_finite("key", key)
     initial_seed = 0 if key is None else int(key)
 
     def init_fn(params):

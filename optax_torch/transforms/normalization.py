@@ -200,6 +200,7 @@ def scale_by_trust_ratio(
     _validate.check_non_negative("trust_coefficient", trust_coefficient)
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("weight_decay", weight_decay)
+    _validate.check_finite("param_scale", param_scale)
     if trust_clip is not None:
         _validate.check_positive("trust_clip", trust_clip)
     decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)

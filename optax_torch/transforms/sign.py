@@ -29,6 +29,7 @@ def scale_by_sign() -> GradientTransformation:
     """
 
     def init_fn(params):
+        _validate.check_real_params(params, "scale_by_sign")
         del params
         return EmptyState()
 
