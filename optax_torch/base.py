@@ -129,9 +129,7 @@ def _carrying_none(fn: Callable[..., Any]) -> Callable[..., Any]:
             if getattr(e, "obj", None) is state and state is not None:
                 raise TypeError(_foreign_state_message(fn, state, e)) from e
             raise
-        if type(new_state) is not type(state) or (
-            isinstance(state, tuple) and len(new_state) != len(state)
-        ):
+        if _state_changed(state, new_state):
             raise TypeError(_changed_state_message(fn, state, new_state))
         if _has_none(updates):
             new_state = _carry_over(new_state, state)
@@ -155,6 +153,14 @@ def _state_kind(state: Any) -> str:
     if isinstance(state, tuple):
         return f"a tuple of {len(state)}"
     return type(state).__name__
+
+
+def _state_changed(state: Any, new_state: Any) -> bool:
+    """A state of another structure (a plain tuple for a NamedTuple of the same length, e.g. a
+    state that went through a serialiser, is the same)."""
+    if isinstance(state, tuple) and isinstance(new_state, tuple):
+        return len(state) != len(new_state)
+    return type(state) is not type(new_state)
 
 
 def _foreign_state_message(fn: Callable[..., Any], state: Any, error: AttributeError) -> str:

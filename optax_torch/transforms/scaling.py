@@ -66,6 +66,11 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 
         >>> tx = otx.scale_by_schedule(otx.linear_schedule(1.0, 0.1, 100))
     """
+    if isinstance(step_size_fn, int | float):  # tensors: injected values (inject_hyperparams)
+        raise TypeError(
+            f"scale_by_schedule: step_size_fn must be a schedule (a function of the step count), "
+            f"got step_size_fn={step_size_fn!r}; use scale({step_size_fn!r}) for a constant"
+        )
 
     def init_fn(params):
         del params
