@@ -355,6 +355,18 @@ FUNCTIONAL: list[Case] = [
         r"updates\['b'\] is a sparse tensor .*sparse_coo.*dense tensors only",
     ),
     Case(
+        "update-params-missing-leaf",
+        lambda: _update(otx.adamw(0.1), _grads(), params={"enc": {"w": torch.ones(2, 3)}}),
+        ValueError,
+        r"tree structure mismatch(.|\n)*but not in tree_y: \['b'\]",
+    ),
+    Case(
+        "update-params-shape",
+        lambda: _update(otx.adamw(0.1), _grads(), params={**_params(), "b": torch.zeros(4)}),
+        ValueError,
+        r"shape mismatch: tree_y\['b'\] has shape \(4,\) but tree_x\['b'\] has shape \(3,\)",
+    ),
+    Case(
         "update-state-of-another-optimizer",
         _other_transform_state,
         TypeError,
@@ -744,6 +756,17 @@ DROP_INS: list[Case] = [
         ),
         ValueError,
         r"param group 0, parameter 0 .*momentum_buffer",
+    ),
+    Case(
+        "torch_optim.SGD-loads-Adam-state",
+        _load(
+            lambda sd: None,
+            make=lambda ps: C.SGD(ps, lr=0.1, momentum=0.9),
+            source=lambda ps: C.Adam(ps, lr=0.01),
+        ),
+        ValueError,
+        r"param group 0, parameter 0 .*missing keys \[.momentum_buffer.\]; "
+        r"unexpected keys \[.exp_avg.",
     ),
     Case(
         "torch_optim.Adam-load-wrong-shape",
