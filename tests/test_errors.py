@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,48 @@ def test_nan_hyperparameter_raises_naming_it(factory, arg):
     make(**base)  # the entry's own settings are valid
     with pytest.raises(ValueError, match=rf"\b{arg}\b.*\bnan\b"):
         make(**{**base, arg: NAN})
+
+
+# Names whose range is known across the catalogue: decay rates in [0, 1) (1.5 refused), and
+# epsilons, weight decays and momenta >= 0 (-1.0 refused). Exceptions, by (factory, name): the
+# optimistic methods' ``beta`` is a coefficient, not a decay; torch.optim.SGD's momentum (the
+# drop-in's ``dampened_trace`` decay) and RMSprop's ``alpha`` (``scale_by_rms_root_state``) only
+# need to be >= 0, as in torch, timm and Classy Vision.
+_DECAY_NAMES = re.compile(r"^(b\d|beta\d?|adam_b\d|decay|rho)$")
+_NON_NEGATIVE_NAMES = re.compile(
+    r"^(eps|eps_\w+|\w+_eps|\w*eps_root|weight_decay|adam_weight_decay|momentum)$"
+)
+_RANGE_EXCEPTIONS = {
+    ("optimistic_gradient_descent", "beta"),
+    ("optimistic_adam_v2", "beta"),
+    ("scale_by_optimistic_gradient", "beta"),
+    ("dampened_trace", "decay"),
+    ("scale_by_rms_root_state", "decay"),
+}
+
+
+def _ranged_hyperparameters() -> list[Any]:
+    out = []
+    for p in FLOAT_HYPERPARAMETERS:
+        factory, name = p.values
+        if (factory, name) in _RANGE_EXCEPTIONS:
+            continue
+        if _DECAY_NAMES.match(name):
+            out.append(pytest.param(factory, name, 1.5, id=f"{factory}-{name}=1.5"))
+        elif _NON_NEGATIVE_NAMES.match(name):
+            out.append(pytest.param(factory, name, -1.0, id=f"{factory}-{name}=-1"))
+    return out
+
+
+RANGED_HYPERPARAMETERS = _ranged_hyperparameters()
+
+
+@pytest.mark.parametrize(("factory", "arg", "value"), RANGED_HYPERPARAMETERS)
+def test_out_of_range_hyperparameter_raises_naming_it_catalogue_wide(factory, arg, value):
+    entry = next(e for e in catalogue().values() if e.factory == factory)
+    make, base = _base_call(entry)
+    with pytest.raises(ValueError, match=rf"\b{arg}\b.*{value}"):
+        make(**{**base, arg: value})
 
 
 def test_float_hyperparameters_cover_the_catalogue():
@@ -845,7 +888,9 @@ def test_docs_quote_the_counts():
     assert quoted("adapter cases") == len(ADAPTER)
     assert quoted("`load_state_dict` cases") == len(LOAD_STATE_DICT)
     assert quoted("drop-in cases") == len(DROP_INS)
-    assert quoted("construction checks") == len(FLOAT_HYPERPARAMETERS) + len(OUT_OF_RANGE)
+    n_construction = len(FLOAT_HYPERPARAMETERS) + len(RANGED_HYPERPARAMETERS) + len(OUT_OF_RANGE)
+    assert quoted("construction checks") == n_construction
+    assert f"{len(RANGED_HYPERPARAMETERS)} catalogue-wide out-of-range checks" in text
     assert f"({len(CASES)} cases with the state checked)" in text.replace("\n", " ")
     assert f"{len(FLOAT_HYPERPARAMETERS)} NaN checks" in text
     assert f"{len(OUT_OF_RANGE)} out-of-range values" in text

@@ -556,7 +556,7 @@ def add_adafactor_decayed_weights(
         ...                otx.ema(0.9, debias=False), add_adafactor_decayed_weights(0.01),
         ...                otx.scale(-1.0))
     """
-    V.check_finite("weight_decay", weight_decay)
+    V.check_non_negative("weight_decay", weight_decay)
     if step_size is not None:
         V.check_non_negative("step_size", step_size)
     V.check_non_negative("eps_scale", eps_scale)
