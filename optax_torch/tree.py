@@ -233,11 +233,6 @@ def _diagnose(trees: Sequence[Tree], names: Sequence[str]) -> Exception | None:
                     "transformation takes dense tensors only (densify it with .to_dense(), or "
                     "use a transformation for sparse gradients)"
                 )
-            if not (x.is_floating_point() or x.is_complex()):
-                return TypeError(
-                    f"{name(k, i)} has dtype {x.dtype} ({describe_leaf(x)}); only "
-                    "floating-point or complex tensors can be optimized"
-                )
         x0 = row[0]
         for k, x in enumerate(row[1:], 1):
             if x.shape != x0.shape and x.ndim and x0.ndim:
@@ -249,6 +244,13 @@ def _diagnose(trees: Sequence[Tree], names: Sequence[str]) -> Exception | None:
                 return ValueError(
                     f"device mismatch: {name(k, i)} is on {x.device} but {name(0, i)} is on "
                     f"{x0.device}"
+                )
+    for i in range(len(flats[0])):  # last: an integer leaf, once nothing else explains it
+        for k, x in enumerate(f[i] for f in flats):
+            if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()):
+                return TypeError(
+                    f"{name(k, i)} has dtype {x.dtype} ({describe_leaf(x)}); only "
+                    "floating-point or complex tensors can be optimized"
                 )
     return None
 
