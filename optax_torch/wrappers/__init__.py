@@ -8,11 +8,13 @@ from optax_torch.wrappers import apply_if_finite as _apply_if_finite
 from optax_torch.wrappers import flatten as _flatten
 from optax_torch.wrappers import lookahead as _lookahead
 from optax_torch.wrappers import multi_steps as _multi_steps
+from optax_torch.wrappers import precision as _precision
 from optax_torch.wrappers.apply_every import *  # noqa: F403
 from optax_torch.wrappers.apply_if_finite import *  # noqa: F403
 from optax_torch.wrappers.flatten import *  # noqa: F403
 from optax_torch.wrappers.lookahead import *  # noqa: F403
 from optax_torch.wrappers.multi_steps import *  # noqa: F403
+from optax_torch.wrappers.precision import *  # noqa: F403
 from optax_torch.wrappers.torch_optimizer import TorchOptimizer
 
 # Modules are bound under private names: a module and its main function may share a name
@@ -28,6 +30,7 @@ __all__: list[str] = [
             _flatten,
             _lookahead,
             _multi_steps,
+            _precision,
         )
         for name in module.__all__
     ],
