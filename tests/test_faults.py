@@ -277,6 +277,18 @@ def test_half_precision_adam_matches_torch_optim_including_nu_overflow(dtype):
         assert torch.isinf(sb["0.nu"][2]) and bool(torch.isfinite(sb["0.nu"][:2]).all())
     else:
         assert bool(torch.isfinite(sb["0.nu"]).all())
+    # g**2 itself is never materialised in the half dtype: |g| = 300 (g**2 = 90000 > 65504) at the
+    # first step gives nu = 0.001 * 90000 = 90, in both libraries
+    for make in (
+        lambda p: torch.optim.Adam(p, lr=1e-2, foreach=False),
+        lambda p: TorchOptimizer(p, otx.adam, lr=1e-2),
+    ):
+        w = torch.ones(2, dtype=dtype, requires_grad=True)
+        opt = make([w])
+        w.grad = torch.full((2,), 300.0, dtype=dtype)
+        opt.step()
+        nu = [v for k, v in opt.state_dict()["state"][0].items() if k in ("exp_avg_sq", "0.nu")]
+        assert torch.equal(nu[0], torch.full((2,), 90.0, dtype=dtype))
     # mu_dtype keeps the first moment in float32 (nu stays in the param dtype, as in optax)
     w = torch.ones(3, dtype=dtype, requires_grad=True)
     opt = TorchOptimizer([w], otx.adam(1e-2, mu_dtype=torch.float32))
@@ -401,3 +413,25 @@ def test_precision_wrappers_validate_and_handle_missing_grads():
         a.grad, b.grad = torch.ones(3, dtype=torch.bfloat16), None
         opt.step()
         assert torch.equal(b, torch.ones(3, dtype=torch.bfloat16))
+
+
+def test_half_precision_square_moments_do_not_overflow_early():
+    # adadelta: torch.optim's fused m * rho + (1 - rho) * g * g; |g| = 300 gives 9000, not inf
+    def run(make):
+        w = torch.ones(2, dtype=torch.float16, requires_grad=True)
+        opt = make([w])
+        w.grad = torch.full((2,), 300.0, dtype=torch.float16)
+        opt.step()
+        return w.detach(), [v for k, v in opt.state_dict()["state"][0].items() if k != "step"]
+
+    wa, sa = run(lambda p: torch.optim.Adadelta(p, foreach=False))
+    wb, sb = run(lambda p: TorchOptimizer(p, otx.adadelta, learning_rate=1.0))
+    assert torch.equal(wa, wb)
+    assert all(torch.equal(x, y) for x, y in zip(sa, sb))
+    # yogi: nu = 1e-6 - 1e-3 * sign(.) * 90000 = 90 in float16 (g**2 formed in float32)
+    p = torch.ones(2, dtype=torch.float16)
+    tx = otx.yogi(1e-2)
+    u, state = tx.update(torch.full((2,), 300.0, dtype=torch.float16), tx.init(p), p)
+    nu = otx.tree.leaves(state)[-1]
+    assert nu.dtype == torch.float16 and bool(torch.isfinite(nu).all()) and u.dtype == p.dtype
+    torch.testing.assert_close(nu.float(), torch.full((2,), 90.0), rtol=1e-3, atol=0)

@@ -290,10 +290,13 @@ def scale_by_yogi(
         )
 
     def yogi_nu(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        g2 = numerics.abs_sq(g)
+        half = g.dtype in (torch.float16, torch.bfloat16)
+        # float16/bfloat16: g**2 in float32 (in float16 it overflows at |g| > 256), one rounding
+        g2 = numerics.abs_sq(g.float() if half else g)
         # nu is real-valued (kept in the params' dtype, complex for complex params)
         v = (v.real if v.is_complex() else v).to(g2.dtype)
-        return v - (1 - b2) * torch.sign(v - g2) * g2
+        out = v - (1 - b2) * torch.sign(v - g2) * g2
+        return out.to(g.dtype) if half else out
 
     @donation_safe
     def update_fn(updates, state, params=None):
@@ -463,13 +466,21 @@ def scale_by_adadelta(rho: Num = 0.9, eps: Num = 1e-6) -> GradientTransformation
 
     # Donation-safe: the old e_x is read (into a new tensor) before the update_moment that
     # replaces it, and never afterwards.
+    def square_moment(g, m):
+        # Real leaves: torch.optim's ``m * rho + (1 - rho) * g * g`` (fused: g**2 is never
+        # rounded to a float16 leaf's dtype, where it would overflow at |g| > 256). Complex
+        # leaves keep optax's ``g ** 2``.
+        if any(torch.is_complex(x) for x in tree.leaves(g) if isinstance(x, torch.Tensor)):
+            return tree.update_moment(g, m, rho, 2)
+        return tree.update_moment_per_elem_norm(g, m, rho, 2)
+
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        e_g = tree.update_moment(updates, state.e_g, rho, 2)
+        e_g = square_moment(updates, state.e_g)
         numer = tree.mul(tree.sqrt(tree.add_scalar(state.e_x, eps)), updates)
         updates = tree.div_sqrt(numer, e_g, 0.0, eps)
-        e_x = tree.update_moment(updates, state.e_x, rho, 2)
+        e_x = square_moment(updates, state.e_x)
         e_g = tree.cast_like(e_g, state.e_g)
         e_x = tree.cast_like(e_x, state.e_x)
         return updates, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
