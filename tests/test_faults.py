@@ -435,3 +435,11 @@ def test_half_precision_square_moments_do_not_overflow_early():
     nu = otx.tree.leaves(state)[-1]
     assert nu.dtype == torch.float16 and bool(torch.isfinite(nu).all()) and u.dtype == p.dtype
     torch.testing.assert_close(nu.float(), torch.full((2,), 90.0), rtol=1e-3, atol=0)
+    # nu_dtype=float32 keeps yogi's nu in float32: no overflow even where g**2 > 65504 steadily
+    tx = otx.yogi(1e-2, nu_dtype=torch.float32)
+    state = tx.init(p)
+    for _ in range(50):
+        u, state = tx.update(torch.full((2,), 2000.0, dtype=torch.float16), state, p)
+    nu = otx.tree.leaves(state)[-1]
+    assert nu.dtype == torch.float32 and bool(torch.isfinite(nu).all()) and float(nu[0]) > 65504
+    assert bool(torch.isfinite(u).all())

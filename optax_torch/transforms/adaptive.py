@@ -292,11 +292,13 @@ def scale_by_yogi(
     def yogi_nu(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         half = g.dtype in (torch.float16, torch.bfloat16)
         # float16/bfloat16: g**2 in float32 (in float16 it overflows at |g| > 256), one rounding
+        # to the wider of the grads' and nu's dtypes (nu_dtype=float32 keeps nu in float32)
         g2 = numerics.abs_sq(g.float() if half else g)
         # nu is real-valued (kept in the params' dtype, complex for complex params)
-        v = (v.real if v.is_complex() else v).to(g2.dtype)
-        out = v - (1 - b2) * torch.sign(v - g2) * g2
-        return out.to(g.dtype) if half else out
+        v = v.real if v.is_complex() else v
+        out_dtype = torch.promote_types(g.dtype, v.dtype) if half else g2.dtype
+        v = v.to(g2.dtype)
+        return (v - (1 - b2) * torch.sign(v - g2) * g2).to(out_dtype)
 
     @donation_safe
     def update_fn(updates, state, params=None):
