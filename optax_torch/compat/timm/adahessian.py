@@ -69,8 +69,11 @@ class Adahessian(IntStepDropIn):
     State per parameter, as in timm: ``hessian step``, ``step``, ``exp_avg``,
     ``exp_hessian_diag_sq``. Deviations: all of it exists from construction (timm: ``hessian
     step`` only, the others from the first step); the steps are 0-d int32 tensors (timm: Python
-    ints). As in timm, the generator's position and ``p.hess`` are not in the state dict (a
-    resumed run recomputes the estimate and draws from the seed again).
+    ints). The generator's position is saved as ``generator_state`` at the top of ``state_dict``
+    (timm drops it and draws from the seed again after a resume; a dict without it, timm's,
+    loads so too), so that a resumed run draws the same Rademacher vectors as an uninterrupted
+    one. As in timm, ``p.hess`` is not in the state dict: with ``update_each > 1`` a resumed run
+    recomputes the estimate at its first step.
     """
 
     _python_numbers: ClassVar[dict[str, type]] = {"step": int, "hessian step": int}
@@ -176,6 +179,19 @@ class Adahessian(IntStepDropIn):
                     p.hess = average_conv_kernel(p.hess)  # type: ignore[attr-defined]
         super().step(None, **extra_args)
         return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["generator_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        generator_state = state_dict.pop("generator_state", None)
+        super().load_state_dict(state_dict)
+        if generator_state is not None:
+            self.generator = torch.Generator().manual_seed(self.seed)
+            self.generator.set_state(generator_state.to("cpu", torch.uint8))
 
     def _step_group(self, gi: int, group: dict[str, Any], extra_args: dict[str, Any]) -> None:
         hessian = [

@@ -1,0 +1,399 @@
+"""Resumption is exact (issue 13): N steps straight == k steps, save, load in a FRESH PROCESS
+with ``torch.load(weights_only=True)``, N - k more -- bit for bit on CPU (rtol = atol = 0).
+
+* functional states (``torch.save(state)``) of every catalogue entry and of the wrappers whose
+  state is easy to lose: ``MultiSteps`` mid-accumulation, ``lookahead`` mid-period, schedule-free,
+  ``reduce_on_plateau``, L-BFGS history, the generators of ``add_noise`` / ``noisy_sgd``,
+  ``apply_if_finite`` after a skipped step, ``inject_hyperparams`` with a schedule;
+* ``TorchOptimizer(...).state_dict()`` of every catalogue entry that runs in the adapter, and of
+  every drop-in class of ``optax_torch.compat.torch_optim``, ``.timm`` and ``.classy`` (a small
+  model with two param groups).
+
+The parent runs the straight runs and the first k steps, saves the checkpoints, then ONE
+subprocess (this file run as a script) resumes every case and saves its results; the
+assertions are parametrised per case. The float-dtype and versioned-format checks follow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import conftest  # noqa: E402, F401  (timm / classy_vision import paths)
+from catalogue import LBFGS, OBJ_FN, VALUE, catalogue, extra_args  # noqa: E402
+
+import optax_torch as otx  # noqa: E402
+import optax_torch.contrib as otc  # noqa: E402
+from optax_torch import tree as otree  # noqa: E402
+from optax_torch.wrappers import TorchOptimizer  # noqa: E402
+
+N, K = 7, 3  # 7 steps straight == 3 steps, save, load, 4 more
+
+CATALOGUE = catalogue()
+
+
+# --------------------------------------------------------------------------------------------
+# Functional cases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Functional:
+    build: Callable[[], Any]
+    needs: tuple[str, ...] = ()
+    lookahead: bool = False
+    nan_at: int = -1  # a step whose gradient is NaN (apply_if_finite)
+
+
+def _wrappers() -> dict[str, Functional]:
+    sched = otx.linear_schedule(1e-2, 1e-3, 10)
+    return {
+        "w.multi_steps": Functional(
+            lambda: otx.MultiSteps(otx.adam(1e-2), every_k_schedule=4).gradient_transformation()
+        ),
+        "w.lookahead": Functional(
+            lambda: otx.lookahead(otx.adam(1e-2), sync_period=4, slow_step_size=0.5),
+            lookahead=True,
+        ),
+        "w.schedule_free_adamw": Functional(lambda: otc.schedule_free_adamw(1e-2)),
+        "w.reduce_on_plateau": Functional(
+            lambda: otx.chain(
+                otx.adam(1e-2), otc.reduce_on_plateau(factor=0.5, patience=1, rtol=0.5)
+            ),
+            needs=(VALUE,),
+        ),
+        "w.lbfgs": Functional(lambda: otx.lbfgs(memory_size=3), needs=(LBFGS,)),
+        "w.add_noise": Functional(
+            lambda: otx.chain(otx.add_noise(0.1, 0.55, key=3), otx.sgd(1e-2))
+        ),
+        "w.noisy_sgd": Functional(lambda: otx.noisy_sgd(1e-2, eta=0.1, key=4)),
+        "w.apply_if_finite": Functional(
+            lambda: otx.apply_if_finite(otx.adam(1e-2), max_consecutive_errors=3), nan_at=1
+        ),
+        "w.inject_schedule": Functional(
+            lambda: otx.inject_hyperparams(otx.adam)(learning_rate=sched)
+        ),
+    }
+
+
+def functional_cases() -> dict[str, Functional]:
+    out = {f"c.{n}": Functional(e.build, needs=e.needs) for n, e in CATALOGUE.items()}
+    out.update(_wrappers())
+    return out
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    params = {
+        "w": torch.randn(3, 2, generator=g),
+        "b": torch.randn(4, generator=g, dtype=torch.float64),
+    }
+    target = {"w": torch.randn(3, 2, generator=g), "b": torch.randn(4, generator=g).double()}
+
+    def objective(p):
+        terms = [
+            (0.5 * (p[k] - target[k]) ** 2 + 0.05 * (p[k] - target[k]) ** 4).sum().double()
+            for k in ("b", "w")
+        ]
+        return torch.stack(terms).sum()
+
+    return params, objective
+
+
+def _grad(objective, p):
+    p = otree.map(lambda x: x.detach().requires_grad_(True), p)
+    with torch.enable_grad():
+        value = objective(p)
+        grads = torch.autograd.grad(value, list(p.values()))
+    return value.detach(), dict(zip(p, grads))
+
+
+def functional_start(case: Functional):
+    params, _ = _problem()
+    t = case.build()
+    if case.lookahead:
+        params = otx.LookaheadParams.init_synced(params)
+    return params, t.init(params)
+
+
+def functional_steps(case: Functional, params, state, start: int, stop: int):
+    _, objective = _problem()
+    t = case.build()
+    for i in range(start, stop):
+        at = params.fast if case.lookahead else params
+        value, grads = _grad(objective, at)
+        if i == case.nan_at:
+            grads = otree.map(lambda x: torch.full_like(x, float("nan")), grads)
+        kw = extra_args(case.needs, objective, at, value, grads)
+        updates, state = t.update(grads, state, at if not case.lookahead else params, **kw)
+        params = otx.apply_updates(params, updates)
+    return params, state
+
+
+# --------------------------------------------------------------------------------------------
+# Adapter cases: catalogue entries in TorchOptimizer, and the drop-in classes (two groups)
+# --------------------------------------------------------------------------------------------
+
+
+def _model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).to(
+        dtype
+    )
+
+
+def _groups(model, lr=True):
+    second: dict[str, Any] = {"params": list(model[2].parameters())}
+    if lr:
+        second["lr"] = 5e-3
+    return [{"params": list(model[0].parameters())}, second]
+
+
+def _drop_ins() -> dict[str, Callable[[Any], Any]]:
+    import optax_torch.compat.classy.optim as classy
+    import optax_torch.compat.timm as timm
+    import optax_torch.compat.torch_optim as tope
+
+    out: dict[str, Callable[[Any], Any]] = {}
+    skip_torch = {"swa_utils", "LBFGS", "SparseAdam", "Muon"}  # below; SparseAdam: sparse grads
+    for name in tope.__all__:
+        if name not in skip_torch:
+            cls = getattr(tope, name)
+            out[f"torch.{name}"] = lambda m, cls=cls: cls(_groups(m), lr=1e-2)
+    out["torch.Muon"] = lambda m: tope.Muon(  # 2-D params only
+        [{"params": [m[0].weight]}, {"params": [m[2].weight], "lr": 5e-3}], lr=1e-2
+    )
+    out["torch.LBFGS"] = lambda m: tope.LBFGS(m.parameters(), lr=0.5, history_size=3)
+    for name in timm.__all__:
+        obj = getattr(timm, name)
+        if not isinstance(obj, type) or name == "Lookahead":
+            continue
+        out[f"timm.{name}"] = lambda m, cls=obj: cls(_groups(m), lr=1e-2)
+    out["timm.Lookahead"] = lambda m: timm.Lookahead(timm.AdamW(_groups(m), lr=1e-2), k=4)
+    for config in (
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+        {"name": "adam", "lr": 0.01},
+        {"name": "adamw", "lr": 0.01, "amsgrad": True},
+        {"name": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": True},
+        {"name": "rmsprop_tf", "lr": 0.01, "momentum": 0.5},
+    ):
+
+        def make(m, config=config):
+            o = classy.build_optimizer(dict(config))
+            o.set_param_groups(_groups(m))
+            return o
+
+        out[f"classy.{config['name']}"] = make
+    return out
+
+
+def adapter_cases() -> dict[str, Callable[[Any], Any]]:
+    out: dict[str, Callable[[Any], Any]] = {}
+    for n, e in CATALOGUE.items():
+        if e.optimizer and LBFGS not in e.needs:
+            # obj_fn (sophia) is evaluated over the group's params: one group holds them all.
+            one = OBJ_FN in e.needs
+            out[f"a.{n}"] = lambda m, e=e, one=one: TorchOptimizer(
+                m.parameters() if one else _groups(m, lr=False), e.build()
+            )
+    out.update({f"d.{k}": v for k, v in _drop_ins().items()})
+    return out
+
+
+def _needs(name: str) -> tuple[str, ...]:
+    return CATALOGUE[name[2:]].needs if name.startswith("a.") else ()
+
+
+def _data(dtype):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, generator=g).to(dtype), torch.randn(8, 2, generator=g).to(dtype)
+
+
+def _sd(opt):
+    return opt.get_classy_state() if hasattr(opt, "get_classy_state") else opt.state_dict()
+
+
+def _load(opt, sd):
+    if hasattr(opt, "set_classy_state"):
+        opt.set_classy_state(sd)
+    else:
+        opt.load_state_dict(sd)
+
+
+def adapter_steps(name: str, model, opt, start: int, stop: int, dtype=torch.float32):
+    x, y = _data(dtype)
+    needs = _needs(name)
+    plist = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+
+    def loss_of(ps):
+        out = torch.func.functional_call(model, dict(zip(names, ps)), (x,))
+        return torch.nn.functional.mse_loss(out, y)
+
+    for i in range(start, stop):
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        if name == "d.torch.LBFGS":
+            opt.step(closure)
+            continue
+        loss = closure()
+        kw: dict[str, Any] = {}
+        if VALUE in needs:
+            kw["value"] = loss.detach()
+        if OBJ_FN in needs:
+            kw["obj_fn"] = loss_of
+        if name.startswith("d.classy."):
+            kw["where"] = i / 20
+        if "Adahessian" in name:
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward(create_graph=True)
+        opt.step(**kw)
+    del plist
+    return model, opt
+
+
+# --------------------------------------------------------------------------------------------
+# The child: resumes every case from the checkpoints in a directory
+# --------------------------------------------------------------------------------------------
+
+
+def _child(directory: str) -> None:
+    results: dict[str, Any] = {}
+    for name, case in functional_cases().items():
+        path = os.path.join(directory, f"{name}.pt")
+        if not os.path.exists(path):
+            continue
+        try:
+            ck = torch.load(path, weights_only=True)
+            params, state = functional_steps(case, ck["params"], ck["state"], K, N)
+            results[name] = {"params": params, "state": state}
+        except Exception as e:  # reported per case by the parent
+            results[name] = f"{type(e).__name__}: {e}"
+    for name, make in adapter_cases().items():
+        path = os.path.join(directory, f"{name}.pt")
+        if not os.path.exists(path):
+            continue
+        try:
+            ck = torch.load(path, weights_only=True)
+            model = _model()
+            model.load_state_dict(ck["model"])
+            opt = make(model)
+            _load(opt, ck["opt"])
+            torch.set_rng_state(ck["rng"])
+            adapter_steps(name, model, opt, K, N)
+            results[name] = {"params": list(model.parameters()), "opt": _sd(opt)}
+        except Exception as e:
+            results[name] = f"{type(e).__name__}: {e}"
+    torch.save(results, os.path.join(directory, "results.pt"))
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--resume":
+    _child(sys.argv[2])
+    sys.exit(0)
+
+
+# --------------------------------------------------------------------------------------------
+# The parent
+# --------------------------------------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+FUNCTIONAL = functional_cases()
+ADAPTER = adapter_cases()
+
+
+def _flat(node, path="") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [kv for k in node for kv in _flat(node[k], f"{path}/{k}")]
+    if isinstance(node, (list, tuple)):
+        return [kv for i, v in enumerate(node) for kv in _flat(v, f"{path}/{i}")]
+    if isinstance(node, torch.Generator):
+        return [(path, node.get_state())]
+    if isinstance(node, torch.Tensor):
+        return [(path, node.detach())]
+    return [(path, node)]
+
+
+def assert_identical(a, b) -> None:
+    fa, fb = _flat(a), _flat(b)
+    assert [p for p, _ in fa] == [p for p, _ in fb]
+    for (path, x), (_, y) in zip(fa, fb):
+        if isinstance(x, torch.Tensor):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True, msg=path)
+        else:
+            assert x == y or (x != x and y != y), path
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("resume"))
+    straight: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    for name, case in FUNCTIONAL.items():
+        try:
+            params, state = functional_start(case)
+            p_k, s_k = functional_steps(case, params, state, 0, K)
+            torch.save({"params": p_k, "state": s_k}, os.path.join(directory, f"{name}.pt"))
+            params, state = functional_start(case)
+            p_n, s_n = functional_steps(case, params, state, 0, N)
+            straight[name] = {"params": p_n, "state": s_n}
+        except Exception as e:
+            failures[name] = f"{type(e).__name__}: {e}"
+    for name, make in ADAPTER.items():
+        try:
+            model = _model()
+            opt = make(model)
+            adapter_steps(name, model, opt, 0, K)
+            torch.save(
+                {"model": model.state_dict(), "opt": _sd(opt), "rng": torch.get_rng_state()},
+                os.path.join(directory, f"{name}.pt"),
+            )
+            model = _model()
+            opt = make(model)
+            adapter_steps(name, model, opt, 0, N)
+            straight[name] = {"params": list(model.parameters()), "opt": _sd(opt)}
+        except Exception as e:
+            failures[name] = f"{type(e).__name__}: {e}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--resume", directory],
+        check=True,
+        env=env,
+        cwd=os.path.dirname(HERE),
+    )
+    results = torch.load(os.path.join(directory, "results.pt"), weights_only=True)
+    return straight, results, failures
+
+
+def _check(resumed, name):
+    straight, results, failures = resumed
+    assert name not in failures, failures.get(name)
+    got = results[name]
+    assert not isinstance(got, str), got
+    assert_identical(straight[name], got)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONAL))
+def test_functional_resumption_is_exact(resumed, name):
+    _check(resumed, name)
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTER))
+def test_adapter_resumption_is_exact(resumed, name):
+    _check(resumed, name)
