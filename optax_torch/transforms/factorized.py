@@ -345,8 +345,13 @@ def scale_by_factored_rms_torch(
         w = w.to(g.dtype)
         if g.dim() > 1:
             # (g * g).mean(-1) as torch computes it: the squared norm over the axis, divided.
-            row_mean = torch.linalg.vector_norm(g, dim=-1, keepdim=True).square() / g.size(-1)
-            col_mean = torch.linalg.vector_norm(g, dim=-2, keepdim=True).square() / g.size(-2)
+            # (max(., 1): an empty axis gives a zero mean, not 0/0 = NaN in the other factor)
+            row_mean = torch.linalg.vector_norm(g, dim=-1, keepdim=True).square() / max(
+                g.size(-1), 1
+            )
+            col_mean = torch.linalg.vector_norm(g, dim=-2, keepdim=True).square() / max(
+                g.size(-2), 1
+            )
             row = torch.lerp(row, row_mean, w)
             col = torch.lerp(col, col_mean, w)
             est = (row @ col) / row.mean(dim=-2, keepdim=True).clamp(min=eps1)
