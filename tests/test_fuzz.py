@@ -26,7 +26,6 @@ import copy
 import io
 import math
 
-import pytest
 import torch
 from conftest import Pair, assert_trees_close, tensor_versions
 from hypothesis import given, note
