@@ -543,3 +543,51 @@ def test_adapter_refuses_a_newer_format_and_keeps_its_state():
     with pytest.raises(ValueError, match="newer"):
         opt.load_state_dict(sd)
     assert_identical(opt.state_dict(), before)
+
+
+# --------------------------------------------------------------------------------------------
+# Fixture checkpoints of format 1 (tests/fixtures/state_v1, written by make_state_v1.py): every
+# later version must load them and make the stored next step (see tests/fixtures/README.md)
+# --------------------------------------------------------------------------------------------
+
+sys.path.insert(0, os.path.join(HERE, "fixtures"))
+import make_state_v1 as v1  # noqa: E402
+
+FIXTURES = sorted(f[:-3] for f in os.listdir(v1.DIRECTORY) if f.endswith(".pt"))
+
+
+def test_every_fixture_case_has_a_file():
+    assert sorted([*v1.ADAPTER, *v1.FUNCTIONAL]) == FIXTURES
+
+
+def _next_step_from(name: str, ck: dict[str, Any] | None) -> list[torch.Tensor]:
+    """The 4th step from the checkpoint ``ck`` (``None``: from a fresh state, for the guard)."""
+    if name in v1.ADAPTER:
+        m = v1.model()
+        opt = v1.ADAPTER[name](m)
+        if ck is not None:
+            m.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+        else:
+            m.load_state_dict(torch.load(os.path.join(v1.DIRECTORY, f"{name}.pt"))["model"])
+        v1.adapter_step(m, opt)
+        return [p.detach() for p in m.parameters()]
+    t = v1.FUNCTIONAL[name]()
+    full = torch.load(os.path.join(v1.DIRECTORY, f"{name}.pt"), weights_only=True)
+    state = ck["state"] if ck is not None else t.init(full["params"])
+    params, _ = v1.functional_step(t, full["params"], state)
+    return otree.leaves(params)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_format_1_fixture_loads_and_makes_the_stored_next_step(name):
+    ck = torch.load(os.path.join(v1.DIRECTORY, f"{name}.pt"), weights_only=True)
+    assert ck["format"] == 1
+    expected = otree.leaves(ck["expected"])
+    got = _next_step_from(name, ck)
+    # float64 throughout; a tolerance of a few ulps only for a future torch's kernel rounding
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-14)
+    # the guard: without the loaded state the step differs (the fixture can fail)
+    fresh = _next_step_from(name, None)
+    assert any(not torch.allclose(f, e, rtol=1e-9, atol=1e-9) for f, e in zip(fresh, expected))
