@@ -189,6 +189,7 @@ def _drop_ins() -> dict[str, Callable[[Any], Any]]:
         {"name": "adamw", "lr": 0.01, "amsgrad": True},
         {"name": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": True},
         {"name": "rmsprop_tf", "lr": 0.01, "momentum": 0.5},
+        {"name": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 1e-2, "use_larc": True},
     ):
 
         def make(m, config=config):
@@ -196,7 +197,7 @@ def _drop_ins() -> dict[str, Callable[[Any], Any]]:
             o.set_param_groups(_groups(m))
             return o
 
-        out[f"classy.{config['name']}"] = make
+        out[f"classy.{config['name']}{'_larc' if config.get('use_larc') else ''}"] = make
     return out
 
 
