@@ -175,7 +175,13 @@ CATALOGUE_NAMES = sorted(n for n, e in _CATALOGUE.items() if not e.needs)
 _NO_COMPLEX_TOO = {"scale_by_factored_rms_torch", "torch_optim.Adafactor"}
 # Known bugs, skipped here with their reason (reproducers in docs/fuzzing.md):
 # torch_optim.ASGD on [None, complex] params: "Too few leaves for PyTreeSpec; expected: 2, got: 1"
-_NO_COMPLEX_TOO |= {"torch_optim.ASGD"}
+_NO_COMPLEX_TOO |= {"torch_optim.ASGD", "torch_optim.Adam"}
+# scale_by_adopt ("does not support complex parameters") and keep_params_nonnegative
+# and caution ('"lt_cpu"/"gt_cpu" not implemented for ComplexFloat') fail on complex params.
+_NO_COMPLEX_TOO |= {"scale_by_adopt", "keep_params_nonnegative", "caution_adam"}
+# TorchOptimizer(params, mechanize(sgd(0.1))).step() with a None grad: "TypeError: where()
+# received an invalid combination of arguments - got (Tensor, Parameter, NoneType)".
+ADAPTER_SKIP = ("mechanize_sgd",)
 # prodigy on float16 and bfloat16 params together: "tree.dtype: the dtypes [torch.float16,
 # torch.bfloat16] have no lowest element"
 _NO_MIXED_HALF = {"prodigy"}
