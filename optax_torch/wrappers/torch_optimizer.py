@@ -32,7 +32,7 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 from optax_torch.compiled import compiled_step_fn
-from optax_torch.wrappers import _flat
+from optax_torch.wrappers import _flat, _format
 from optax_torch.wrappers import _per_param as per_param
 from optax_torch.wrappers import _state_layout as layout
 from optax_torch.wrappers._hyperparams import (
@@ -142,6 +142,10 @@ class TorchOptimizer(Optimizer):
     # State names kept internal: not in optimizer.state nor in state_dict (a subclass's
     # _adapt_entry rebuilds them on load, e.g. SGD's "momentum_started").
     _hidden_state_keys: ClassVar[frozenset[str]] = frozenset()
+    # Refuse a negative or non-finite lr / weight_decay in a param group (torch.optim's own
+    # constructor checks). The drop-ins set it False: they run their original's checks, and
+    # some originals (timm's AdamP, SGDP, ...) accept a negative weight decay.
+    _check_group_values: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -352,8 +356,8 @@ class TorchOptimizer(Optimizer):
             self._otx_slots.pop()
             raise
 
-    @staticmethod
-    def _check_group(gi: int, group: dict[str, Any]) -> None:
+    @classmethod
+    def _check_group(cls, gi: int, group: dict[str, Any]) -> None:
         """torch.optim's checks (a learning rate or weight decay must be >= 0: a negative value
         is a sign error, as ``torch.optim`` says at construction), and floating-point or complex
         parameters only (an integer tensor has no gradient to follow)."""
@@ -363,6 +367,8 @@ class TorchOptimizer(Optimizer):
                     f"TorchOptimizer: parameter {i} of param group {gi} has dtype {p.dtype}; "
                     "only floating-point or complex tensors can be optimized"
                 )
+        if not cls._check_group_values:
+            return
         for key, what in ((LR, "learning rate"), ("weight_decay", "weight_decay value")):
             value = group.get(key)
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
@@ -582,7 +588,7 @@ class TorchOptimizer(Optimizer):
             hook_result = post_hook(self, state_dict)
             if hook_result is not None:
                 state_dict = hook_result
-        return state_dict
+        return _format.stamp(state_dict)
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -594,7 +600,7 @@ class TorchOptimizer(Optimizer):
         number of groups or parameters, missing or unexpected keys, shape mismatch) and leaves
         the optimizer unchanged. Load-state-dict pre and post hooks run as in torch.
         """
-        state_dict = state_dict.copy()
+        state_dict = _format.upgrade(state_dict)  # a copy, in the current format, unstamped
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             hook_result = pre_hook(self, state_dict)
             if hook_result is not None:

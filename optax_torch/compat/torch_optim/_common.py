@@ -31,6 +31,8 @@ class TorchOptimDropIn(TorchOptimizer):
     _per_param_steps: ClassVar[bool] = True
     # Complex parameters viewed as real pairs, as torch.optim does (view_complex_as_real).
     _complex_as_real: ClassVar[bool] = True
+    # The original's constructor checks run in each drop-in's __init__ (with its messages).
+    _check_group_values: ClassVar[bool] = False
 
     def _call_factory(self, hp: dict[str, Any]) -> GradientTransformation:
         tx = super()._call_factory(hp)
