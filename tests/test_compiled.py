@@ -261,6 +261,28 @@ def test_flat_buffers_follow_the_eager_step_and_keep_torch_layout():
     assert _graphs() == 1
 
 
+def test_flat_choice_automatic_and_forced():
+    """compile_step(flat=None) runs few large tensors one tensor per parameter (no gradient copy)
+    and anything else on flat buffers; flat=True / False force the choice."""
+    from optax_torch.wrappers import _flat
+
+    big = [torch.zeros(2**20), torch.zeros(2**20)]
+    assert not _flat.chosen(None, big)
+    assert _flat.chosen(None, big + [torch.zeros(1)] * 20)  # many tensors: flat
+    assert _flat.chosen(None, [torch.zeros(10), torch.zeros(2**20)])  # small on average: flat
+    assert _flat.chosen(True, big) and not _flat.chosen(False, [torch.zeros(3)])
+    with pytest.raises(TypeError, match="flat must be True, False or None"):
+        TorchOptimizer(_model().parameters(), otx.adamw, lr=1e-2).compile_step(flat="yes")
+    for flat in (True, False):
+        m_c, m_e = _model(), _model()
+        opt_c = TorchOptimizer(m_c.parameters(), otx.adamw, lr=1e-2, compile={**AOT, "flat": flat})
+        opt_e = TorchOptimizer(m_e.parameters(), otx.adamw, lr=1e-2)
+        _train(m_c, opt_c, steps=3)
+        _train(m_e, opt_e, steps=3)
+        assert (opt_c._otx_slots[0].flat is not None) is flat
+        _assert_models_close(m_c, m_e)
+
+
 def test_a_per_leaf_chain_compiles_one_tensor_per_parameter():
     m_c, m_e = _model(), _model()
     opt_c = TorchOptimizer(m_c.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1, compile=AOT)

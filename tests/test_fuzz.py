@@ -26,7 +26,9 @@ import copy
 import io
 import math
 
+import pytest
 import torch
+from catalogue import catalogue
 from conftest import Pair, assert_trees_close, tensor_versions
 from hypothesis import given, note
 from hypothesis import strategies as st
@@ -243,6 +245,59 @@ def test_torch_optimizer_equals_functional(case):
             tol = dict(rtol=3e-2, atol=3e-2) if low else dict(rtol=1e-6, atol=1e-7)
             assert p.dtype == q.dtype, f"param {i}: dtype {p.dtype} vs {q.dtype}"
             torch.testing.assert_close(p.detach(), q, equal_nan=True, **tol, msg=f"param {i}")
+
+
+# --------------------------------------------------------------------------------------------
+# Regressions: fuzz-found failures, as fixed reproducers (docs/fuzzing.md, "Fixed")
+# --------------------------------------------------------------------------------------------
+
+
+def _steps_lawfully(t, params, grads_seq):
+    """Purity and structure (``test_pure_and_structure``'s checks) on fixed inputs."""
+    state = t.init(params)
+    for grads in grads_seq:
+        snapshot = copy.deepcopy((grads, state, params))
+        updates, new_state = t.update(grads, state, params)
+        assert_trees_close((grads, state, params), snapshot, rtol=0, atol=0)
+        _check_structure(updates, grads, state, new_state)
+        params = otx.apply_updates(params, updates)
+        state = new_state
+    return params, state
+
+
+@pytest.mark.parametrize("name", ["torch_optim.ASGD", "torch_optim.Adam", "torch_optim.RMSprop"])
+def test_complex_as_real_with_a_none_param(name):
+    """view_complex_as_real paired the state's leaves (None kept) with the params' leaves (None
+    dropped): "Too few leaves for PyTreeSpec; expected: 2, got: 1" at init."""
+    params = {"a": [None, torch.tensor(0.94 + 0.42j)]}
+    grads = {"a": [None, torch.tensor(0.5 - 0.25j)]}
+    t = catalogue()[name].build()
+    new_params, state = _steps_lawfully(t, params, [grads, grads])
+    assert new_params["a"][0] is None and new_params["a"][1].is_complex()
+    assert any(isinstance(x, torch.Tensor) and x.is_complex() for x in otree.leaves(state))
+    # the same numbers as the complex leaf alone (torch.optim's real view of it)
+    alone, _ = _steps_lawfully(t, [params["a"][1]], [[grads["a"][1]]] * 2)
+    torch.testing.assert_close(new_params["a"][1], alone[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "name", ["prodigy", "dadapt_adamw", "dog", "mechanize_sgd", "schedule_free_adamw"]
+)
+def test_float16_with_bfloat16_params(name):
+    """The scalar state of prodigy & co. took tree.dtype(params, "lowest"), which float16 with
+    bfloat16 lacks: "tree.dtype: the dtypes [torch.float16, torch.bfloat16] have no lowest
+    element". It is their promoted dtype (float32) now, whatever the leaves' order."""
+    from optax_torch.contrib._dtypes import scalar_dtype
+
+    half = {"a": torch.tensor(0.5, dtype=torch.float16), "b": torch.tensor(-0.25, dtype=torch.bfloat16)}
+    grads = {"a": torch.tensor(0.1, dtype=torch.float16), "b": torch.tensor(0.2, dtype=torch.bfloat16)}
+    _steps_lawfully(catalogue()[name].build(), half, [grads, grads])
+    swapped = {"a": half["b"], "b": half["a"]}
+    assert scalar_dtype(half) == scalar_dtype(swapped) == torch.float32
+    assert scalar_dtype(half, "highest") == torch.float32
+    assert scalar_dtype({"a": torch.ones(2, dtype=torch.float64), "b": half["a"]}) == torch.float16
+    assert scalar_dtype({"z": torch.ones(2, dtype=torch.complex64)}) == torch.float32
+    assert scalar_dtype({}) == torch.get_default_dtype()
 
 
 def test_profiles_registered():

@@ -133,8 +133,13 @@ def _complex_like_params(node: Any, params: Any, spec: Any) -> Any:
     if node is None or isinstance(node, torch.Tensor):
         return node
     if tree.structure(node) == spec:
+        # Both flattened with their None leaves (tree.leaves drops them, which would misalign
+        # the pairs as soon as a parameter is None).
         leaves, node_spec = tree.flatten(node)
-        return tree.unflatten(node_spec, [leaf(s, p) for s, p in zip(leaves, tree.leaves(params))])
+        param_leaves, _ = tree.flatten(params)
+        return tree.unflatten(
+            node_spec, [leaf(s, p) for s, p in zip(leaves, param_leaves, strict=True)]
+        )
     if hasattr(node, "_fields"):
         return type(node)(*(_complex_like_params(c, params, spec) for c in node))
     if isinstance(node, list | tuple):

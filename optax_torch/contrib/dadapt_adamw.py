@@ -13,6 +13,7 @@ from optax_torch.base import (
     Updates,
     donation_safe,
 )
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["DAdaptAdamWState", "dadapt_adamw"]
 
@@ -83,7 +84,7 @@ def dadapt_adamw(
 
     def init_fn(params):
         _validate.check_real_params(params, "dadapt_adamw")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         return DAdaptAdamWState(
             exp_avg=tree.zeros_like(params),
             exp_avg_sq=tree.zeros_like(params),

@@ -17,6 +17,7 @@ from optax_torch.base import (
     identity,
 )
 from optax_torch.combine import chain
+from optax_torch.contrib._dtypes import scalar_dtype
 from optax_torch.transforms import add_decayed_weights, scale_by_learning_rate
 
 __all__ = ["DoGState", "DoWGState", "dog", "dowg", "scale_by_dog", "scale_by_dowg"]
@@ -78,7 +79,7 @@ def scale_by_dog(init_step: InitStep, eps: Num = 1e-8) -> GradientTransformation
 
     def init_fn(params):
         _validate.check_real_params(params, "scale_by_dog")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         if init_step_type == "distance":
             r_epsilon = torch.as_tensor(init_step_value, dtype=torch.float64)
         elif init_step_type == "heuristic":
@@ -199,7 +200,7 @@ def scale_by_dowg(init_estim_sq_dist: Num | None = None, eps: Num = 1e-4) -> Gra
 
     def init_fn(params):
         _validate.check_real_params(params, "scale_by_dowg")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         init = eps if init_estim_sq_dist is None else init_estim_sq_dist
         return DoWGState(
             init_params=tree.map(torch.clone, params),

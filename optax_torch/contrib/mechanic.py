@@ -16,6 +16,7 @@ from optax_torch.base import (
     is_donation_safe,
     with_extra_args_support,
 )
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["MechanicState", "mechanize"]
 
@@ -87,7 +88,7 @@ def mechanize(
 
     def init_fn(params):
         _validate.check_real_params(params, "mechanize")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         return MechanicState(
             base_optimizer_state=base.init(params),
             count=numerics.zero_count(),

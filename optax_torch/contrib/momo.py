@@ -14,6 +14,7 @@ from optax_torch.base import (
     Updates,
     donation_safe,
 )
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam"]
 
@@ -93,7 +94,7 @@ def momo(
 
     def init_fn(params):
         _validate.check_real_params(params, "momo")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         return MomoState(
             exp_avg=tree.zeros_like(params),
             barf=torch.zeros((), dtype=dtype),
@@ -203,7 +204,7 @@ def momo_adam(
 
     def init_fn(params):
         _validate.check_real_params(params, "momo_adam")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         return MomoAdamState(
             exp_avg=tree.zeros_like(params),
             exp_avg_sq=tree.zeros_like(params),

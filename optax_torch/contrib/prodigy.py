@@ -13,6 +13,7 @@ from optax_torch.base import (
     Updates,
     donation_safe,
 )
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["ProdigyState", "prodigy"]
 
@@ -90,7 +91,7 @@ def prodigy(
 
     def init_fn(params):
         _validate.check_real_params(params, "prodigy")
-        dtype = tree.dtype(params, "lowest")
+        dtype = scalar_dtype(params)
         return ProdigyState(
             exp_avg=tree.zeros_like(params),
             exp_avg_sq=tree.zeros_like(params),

@@ -9,7 +9,7 @@ import torch
 
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformationExtraArgs
-from optax_torch.contrib.schedule_free import _tree_dtype
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["ReduceLROnPlateauState", "reduce_on_plateau"]
 
@@ -142,8 +142,8 @@ def reduce_on_plateau(
     skips_small = isinstance(eps, torch.Tensor) or eps != 0.0
 
     def init_fn(params):
-        lowest = _tree_dtype(params, "lowest")
-        highest = _tree_dtype(params, "highest")
+        lowest = scalar_dtype(params, "lowest")
+        highest = scalar_dtype(params, "highest")
         zero = numerics.zero_count()
         return ReduceLROnPlateauState(
             scale=torch.ones((), dtype=lowest),

@@ -18,6 +18,7 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 from optax_torch.combine import chain
+from optax_torch.contrib._dtypes import scalar_dtype
 from optax_torch.schedules import warmup_constant_schedule
 
 __all__ = [
@@ -29,26 +30,6 @@ __all__ = [
 ]
 
 Num = float | torch.Tensor
-
-
-def _tree_dtype(params: Params, which: str) -> torch.dtype:
-    """optax's ``tree.dtype(params, "lowest" | "highest")`` over the floating leaves.
-
-    ``dtype1 <= dtype2`` when ``dtype1`` promotes to ``dtype2``; an empty tree gives torch's
-    default dtype. Complex leaves count as their real dtype (the scalars kept in states are
-    real: learning rates, weights, losses).
-    """
-    dtypes = [x.dtype.to_real() if x.is_complex() else x.dtype for x in tree.leaves(params)]
-    if not dtypes:
-        return torch.get_default_dtype()
-    out = dtypes[0]
-    for d in dtypes[1:]:
-        promoted = torch.promote_types(out, d)
-        if which == "highest":
-            out = promoted
-        elif promoted == out:
-            out = d
-    return out
 
 
 def _as_tensor(x: Num, dtype: torch.dtype) -> torch.Tensor:
@@ -139,7 +120,7 @@ def schedule_free(
     base_optimizer = with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        params_dtype = _tree_dtype(params, "lowest")
+        params_dtype = scalar_dtype(params)
         z = tree.map(lambda p: p.to(state_dtype or p.dtype, copy=True), params)
         return ScheduleFreeState(
             b1=_as_tensor(b1, params_dtype),

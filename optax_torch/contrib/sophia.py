@@ -18,7 +18,7 @@ from optax_torch.base import (
     with_extra_args_support,
 )
 from optax_torch.combine import chain
-from optax_torch.contrib.schedule_free import _tree_dtype
+from optax_torch.contrib._dtypes import scalar_dtype
 
 __all__ = ["HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian", "sophia"]
 
@@ -102,7 +102,7 @@ def hutchinson_estimator_diag_hessian(random_seed: int | None = None) -> Gradien
         idx = [i for i, x in enumerate(leaves) if x is not None]
         xs = [leaves[i] for i in idx]
         signs, key = _rademacher(state.key, xs)
-        dtype = _tree_dtype(params, "lowest")
+        dtype = scalar_dtype(params, "lowest")
         signs = [s.to(device=x.device, dtype=dtype) for s, x in zip(signs, xs)]
 
         def loss(flat):

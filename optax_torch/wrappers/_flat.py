@@ -67,6 +67,25 @@ def supported(params: list[torch.Tensor]) -> bool:
     )
 
 
+# The automatic choice (compile_step(flat=None)): one tensor per parameter for at most this many
+# tensors of at least this many elements on average. Measured (AdamW, 50 M params in 10 tensors,
+# CPU): the per-tensor graph runs at torch's fused speed and compiles in ~5 s; the flat step pays
+# a copy of the gradients (two more passes over memory than fused's seven, ~1.4x fused).
+PER_TENSOR_MAX_TENSORS = 16
+PER_TENSOR_MIN_AVERAGE_NUMEL = 2**20
+
+
+def chosen(flat: bool | None, params: list[torch.Tensor]) -> bool:
+    """Whether a compiled element-wise step runs on flat buffers: ``flat`` if given, otherwise
+    flat unless the group is a few large tensors (see ``PER_TENSOR_MAX_TENSORS``)."""
+    if flat is not None:
+        return flat
+    n = len(params)
+    if n > PER_TENSOR_MAX_TENSORS:
+        return True
+    return sum(p.numel() for p in params) < n * PER_TENSOR_MIN_AVERAGE_NUMEL
+
+
 class FlatGroup:
     """The parameters of one param group as views into one flat buffer per (device, dtype)."""
 

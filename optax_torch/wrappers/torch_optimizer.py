@@ -156,6 +156,7 @@ class TorchOptimizer(Optimizer):
         **hyperparams: Any,
     ):
         self._otx_compile: dict[str, Any] | None = None
+        self._otx_flat: bool | None = None  # compile_step's choice of flat buffers
         self._otx_slots: list[Slot] = []
         self._otx_state: layout.StateStore = layout.StateStore()
         self._otx_state_key_map: dict[str, str] = dict(getattr(self, "_state_key_map", {}))
@@ -210,7 +211,7 @@ class TorchOptimizer(Optimizer):
         if compile:
             self.compile_step(**(compile if isinstance(compile, dict) else {}))
 
-    def compile_step(self, **options: Any) -> TorchOptimizer:
+    def compile_step(self, flat: bool | None = None, **options: Any) -> TorchOptimizer:
         """Runs the following steps compiled (``TorchOptimizer(..., compile=True)`` calls this;
         for a drop-in, call it after construction: ``opt = AdamW(...).compile_step()``).
 
@@ -231,14 +232,24 @@ class TorchOptimizer(Optimizer):
         Chains marked :func:`optax_torch.elementwise` (Adam, AdamW, SGD, RMSprop, Lion,
         Adagrad, clipping, ...) run on one flat buffer per (device, dtype): the parameters are
         re-pointed into it at the first step and ``optimizer.state`` holds views of the flat
-        state; they compile in seconds whatever the number of parameters. Other chains compile
-        one tensor per parameter, which takes minutes for hundreds of tensors (see
-        ``docs/performance.md``).
+        state; they compile in seconds whatever the number of parameters, but each step first
+        copies the gradients into a flat gradient buffer. Other chains compile one tensor per
+        parameter, which takes minutes for hundreds of tensors (see ``docs/performance.md``).
+
+        Args:
+          flat: for element-wise chains, ``True`` runs on flat buffers, ``False`` one tensor
+            per parameter; ``None`` (default) chooses per param group: one tensor per parameter
+            for a few large tensors (at most 16, of at least 2**20 elements on average: the
+            gradient copy would cost more than the compile time saved), flat buffers otherwise.
+          **options: for ``torch.compile``.
 
         Returns:
           ``self``.
         """
+        if flat is not None and not isinstance(flat, bool):
+            raise TypeError(f"compile_step: flat must be True, False or None, got {flat!r}")
         self._otx_compile = dict(options)
+        self._otx_flat = flat
         for slot in self._otx_slots:
             slot.step_fn, slot.tx, slot.tx_key = None, None, None
         return self
@@ -495,6 +506,8 @@ class TorchOptimizer(Optimizer):
         """The state over flat buffers for a compiled element-wise step (see ``_flat``), or
         ``None`` where the group runs one tensor per parameter."""
         if self._otx_inject or not is_elementwise(tx) or not _flat.supported(params):
+            return None
+        if not _flat.chosen(self._otx_flat, params):
             return None
         if slot.flat is None or not slot.flat.holds(params):
             slot.flat, slot.flat_views = _flat.FlatGroup(params), None
