@@ -121,11 +121,18 @@ def _list_spec(n: int) -> Any:
     return spec
 
 
+# Leaf types checked by a set lookup before issubclass (per step, lists of thousands of leaves).
+_COMMON_LEAF_TYPES = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
+
+
 def _is_flat_list(tree: Any) -> bool:
     if torch.compiler.is_compiling():  # dynamo traces the pytree registry, not this shortcut
         return False
-    return type(tree) is list and all(
-        builtins.map(issubclass, set(builtins.map(type, tree)), itertools.repeat(_LEAF_TYPES))
+    if type(tree) is not list:
+        return False
+    types = builtins.set(builtins.map(type, tree))
+    return types <= _COMMON_LEAF_TYPES or all(
+        builtins.map(issubclass, types, itertools.repeat(_LEAF_TYPES))
     )
 
 
@@ -196,8 +203,8 @@ def _path_difference(spec: Any, tree: Tree, what: str, ref: str) -> str:
         got = leaf_paths(tree)
     except Exception:  # an unusual spec: the structures above say it all
         return ""
-    missing = [p for p in expected if p not in set(got)]
-    extra = [p for p in got if p not in set(expected)]
+    missing = [p for p in expected if p not in builtins.set(got)]
+    extra = [p for p in got if p not in builtins.set(expected)]
     parts = []
     if missing:
         parts.append(f"in {ref} but not in {what}: {', '.join(missing[:5])}")
@@ -348,16 +355,16 @@ def _global(x: torch.Tensor) -> torch.Tensor:
     return d.redistribute(d.device_mesh, [Replicate()] * d.device_mesh.ndim).to_local()
 
 
-def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
-    """``xs += ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel per
-    group of :func:`_groups` (an update of another float dtype is cast to the target's)."""
+def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor], alpha: float = 1) -> None:
+    """``xs += alpha * ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel
+    per group of :func:`_groups` (an update of another float dtype is cast to the target's)."""
     kinds = _kinds(xs)
     if kinds is None:
         if xs:
-            torch._foreach_add_(xs, ys)
+            torch._foreach_add_(xs, ys, alpha=alpha)
         return
     for idx in kinds:
-        torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx])
+        torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=alpha)
 
 
 class _Donated(threading.local):
@@ -420,6 +427,48 @@ def _donating(ids: frozenset[int]) -> Iterator[None]:
         _donated.ids = _donated.ids - added
 
 
+class _Final(threading.local):
+    armed: Any = None  # the updates tree whose final scaling may be deferred, or None
+    factor: Any = None  # the deferred factor (a Python number), or None
+
+
+_final = _Final()
+
+
+@contextlib.contextmanager
+def _deferred_scale(updates: Tree) -> Iterator[_Final]:
+    """Lets the transformation run in the block leave its final ``tree.scale`` to the caller.
+
+    The ``TorchOptimizer`` step adds the updates to the parameters with a multi-tensor
+    ``add_(u, alpha=s)``, so a last ``scale(s)`` (the learning rate of most chains) folded into it
+    costs no pass over memory and no new buffer (torch.optim's ``param.add_(buf, alpha=-lr)``).
+    Inside the block, :func:`scale` called with the *armed* tree itself (first ``updates``, then
+    as :func:`optax_torch.chain` passes it on to its last member) and a Python number returns the
+    tree unscaled and records the factor in the yielded object (``factor``; ``None`` if nothing
+    was deferred): the caller must then apply ``factor * updates``. Only transformations marked
+    ``consumes_updates`` (their one operation computes their output) or ``_forwards_updates``
+    (their output is an inner transformation's) are armed; any other sees nothing."""
+    prev = (_final.armed, _final.factor)
+    _final.armed, _final.factor = updates, None
+    out = _Final()
+    try:
+        yield out
+        out.factor = _final.factor
+    finally:
+        _final.armed, _final.factor = prev
+
+
+@contextlib.contextmanager
+def _arm(updates: Tree | None) -> Iterator[None]:
+    """Arms ``updates`` (or disarms, with ``None``) for the block (see :func:`_deferred_scale`)."""
+    prev = _final.armed
+    _final.armed = updates
+    try:
+        yield
+    finally:
+        _final.armed = prev if _final.factor is None else None
+
+
 def _take_donated(xs: list[Any], like: list[Any]) -> bool:
     """Whether every tensor of ``xs`` is donated (and dtype-compatible); consumes them if so."""
     ids = _donated.ids
@@ -444,7 +493,9 @@ def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
 
 def _ids(tree: Tree) -> builtins.set[int]:
     """The ids of the tensors of ``tree``."""
-    return {id(x) for x in _pytree.tree_leaves(tree) if x is not None}
+    ids = builtins.set(builtins.map(id, tree if _is_flat_list(tree) else _pytree.tree_leaves(tree)))
+    ids.discard(id(None))
+    return ids
 
 
 def _offer(updates: Tree, kept: builtins.set[int]) -> frozenset[int]:
@@ -651,6 +702,16 @@ def scale(scalar: Scalar, tree: Tree) -> Tree:
     """``scalar * tree`` (written into ``tree`` if it holds intermediate updates that a chain
     donated, see :func:`optax_torch.consumes_updates`)."""
 
+    if (
+        _final.armed is not None
+        and tree is _final.armed
+        and _final.factor is None
+        and isinstance(scalar, int | float)
+        and not isinstance(scalar, bool)
+    ):
+        _final.armed, _final.factor = None, scalar  # applied by the caller (_deferred_scale)
+        return tree
+
     def kernel(b, xs, inplace=None):
         if inplace == 0:
             s = _as_number(scalar)
@@ -741,11 +802,20 @@ def clip(tree: Tree, min_value: Scalar | None = None, max_value: Scalar | None =
 
 
 def where(condition: Tree | torch.Tensor | bool, tree_x: Tree, tree_y: Tree) -> Tree:
-    """Leafwise ``x if condition else y``; ``condition`` is a tree like ``tree_x`` or one scalar."""
+    """Leafwise ``x if condition else y``; ``condition`` is a tree like ``tree_x`` or one scalar.
+
+    ``None`` wherever one of the trees has ``None``, as every element-wise operation here (e.g. a
+    state the ``TorchOptimizer`` adapter has not yet made for a parameter without gradient).
+    """
     if isinstance(condition, bool | torch.Tensor):
         cond = torch.as_tensor(condition)
-        return map(lambda x, y: torch.where(cond, x, y), tree_x, tree_y)
-    return map(lambda x, y, c: torch.where(c, x, y), tree_x, tree_y, condition)
+        return map(lambda x, y: None if y is None else torch.where(cond, x, y), tree_x, tree_y)
+    return map(
+        lambda x, y, c: None if y is None or c is None else torch.where(c, x, y),
+        tree_x,
+        tree_y,
+        condition,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -888,7 +958,8 @@ def cast_like(tree: Tree, other_tree: Tree) -> Tree:
     """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``other_tree``."""
     xs = leaves(tree)
     os_ = leaves(other_tree)
-    if len(xs) == len(os_) and all(x.dtype == o.dtype for x, o in zip(xs, os_)):
+    dtype = operator.attrgetter("dtype")
+    if len(xs) == len(os_) and list(builtins.map(dtype, xs)) == list(builtins.map(dtype, os_)):
         return tree
     return map(lambda x, o: x if o is None else x.to(o.dtype), tree, other_tree)
 

@@ -289,8 +289,14 @@ def test_float16_with_bfloat16_params(name):
     element". It is their promoted dtype (float32) now, whatever the leaves' order."""
     from optax_torch.contrib._dtypes import scalar_dtype
 
-    half = {"a": torch.tensor(0.5, dtype=torch.float16), "b": torch.tensor(-0.25, dtype=torch.bfloat16)}
-    grads = {"a": torch.tensor(0.1, dtype=torch.float16), "b": torch.tensor(0.2, dtype=torch.bfloat16)}
+    half = {
+        "a": torch.tensor(0.5, dtype=torch.float16),
+        "b": torch.tensor(-0.25, dtype=torch.bfloat16),
+    }
+    grads = {
+        "a": torch.tensor(0.1, dtype=torch.float16),
+        "b": torch.tensor(0.2, dtype=torch.bfloat16),
+    }
     _steps_lawfully(catalogue()[name].build(), half, [grads, grads])
     swapped = {"a": half["b"], "b": half["a"]}
     assert scalar_dtype(half) == scalar_dtype(swapped) == torch.float32
@@ -298,6 +304,35 @@ def test_float16_with_bfloat16_params(name):
     assert scalar_dtype({"a": torch.ones(2, dtype=torch.float64), "b": half["a"]}) == torch.float16
     assert scalar_dtype({"z": torch.ones(2, dtype=torch.complex64)}) == torch.float32
     assert scalar_dtype({}) == torch.get_default_dtype()
+
+
+def test_torch_optimizer_mechanize_with_a_none_grad():
+    """The adapter makes no state for a parameter before its first gradient, so mechanize's
+    ``tree.where(count == 0, params, x0)`` met a ``None`` in x0: "where() received an invalid
+    combination of arguments - got (Tensor, Parameter, NoneType)". ``tree.where`` gives
+    ``None`` there now, as every element-wise tree operation; the adapter follows the
+    functional steps."""
+    leaves = [torch.tensor([1.0, -2.0]), torch.tensor([3.0])]
+    grads = [
+        [torch.tensor([0.5, -0.5]), None],
+        [torch.tensor([0.25, 1.0]), torch.tensor([-0.75])],
+        [None, torch.tensor([0.5])],
+    ]
+    make = lambda: otx.contrib.mechanize(otx.sgd(0.1))  # noqa: E731
+    params = [x.clone() for x in leaves]
+    t = make()
+    state = t.init(params)
+    model_params = [torch.nn.Parameter(x.clone()) for x in leaves]
+    opt = TorchOptimizer(model_params, make())
+    for g in grads:
+        updates, state = t.update(g, state, params)
+        params = otx.apply_updates(params, updates)
+        for p, x in zip(model_params, g):
+            p.grad = x
+        opt.step()
+        for p, q in zip(model_params, params):
+            torch.testing.assert_close(p.detach(), q, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(params[0], leaves[0])
 
 
 def test_profiles_registered():

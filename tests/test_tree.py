@@ -248,6 +248,16 @@ def test_where_python_bool_condition():
     assert_trees_equal(otree.where(False, x, z), z)
 
 
+def test_where_gives_none_where_a_tree_has_none():
+    """As every element-wise operation (a state the adapter has not made yet is ``None``)."""
+    x = {"a": [torch.ones(1), torch.ones(2)]}
+    y = {"a": [None, torch.zeros(2)]}
+    out = otree.where(torch.tensor(True), x, y)
+    assert out["a"][0] is None and torch.equal(out["a"][1], x["a"][1])
+    out = otree.where({"a": [torch.tensor(True), None]}, x, {"a": [torch.zeros(1)] * 2})
+    assert torch.equal(out["a"][0], x["a"][0]) and out["a"][1] is None
+
+
 # --------------------------------------------------------------------------------------------
 # Reductions
 # --------------------------------------------------------------------------------------------
