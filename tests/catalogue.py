@@ -261,7 +261,7 @@ def _transforms() -> dict[str, Entry]:
             random=True,
             no_compile="draws from a Python random.Random whose state is in its state (eager)",
         ),
-        "keep_params_nonnegative": tx("keep_params_nonnegative"),
+        "keep_params_nonnegative": tx("keep_params_nonnegative", _meta=no_complex),
         "zero_nans": tx("zero_nans"),
         "apply_every": tx("apply_every", 3),
         "apply_if_finite": built(lambda: otx.apply_if_finite(otx.adam(0.1), 3)),
@@ -274,7 +274,7 @@ def _transforms() -> dict[str, Entry]:
         "scale_by_lbfgs": tx("scale_by_lbfgs"),
         "scale_by_ademamix": tx("contrib.scale_by_ademamix"),
         "scale_by_madgrad": tx("contrib.scale_by_madgrad", learning_rate=1e-2),
-        "scale_by_adopt": tx("contrib.scale_by_adopt"),
+        "scale_by_adopt": tx("contrib.scale_by_adopt", _meta=no_complex),
         "scale_by_acprop": tx("contrib.scale_by_acprop"),
         "scale_by_cocob": tx("contrib.scale_by_cocob"),
         "normalize": tx("contrib.normalize"),
@@ -291,7 +291,7 @@ def _transforms() -> dict[str, Entry]:
         "scale_by_inverse_time_decay": tx("scale_by_inverse_time_decay", 0.01),
         "scale_by_asgd": tx("scale_by_asgd", 0.05),
         "polyak_average": tx("polyak_average", 2.0),
-        "scale_by_factored_rms_torch": tx("scale_by_factored_rms_torch"),
+        "scale_by_factored_rms_torch": tx("scale_by_factored_rms_torch", _meta=no_complex),
         "scale_by_relative_step_size": tx("scale_by_relative_step_size", 0.1),
         # Transformations added for the timm and Classy Vision drop-ins.
         "scale_by_laprop": tx("scale_by_laprop"),
@@ -306,8 +306,12 @@ def _transforms() -> dict[str, Entry]:
         "per_leaf_adam": built(lambda: otx.per_leaf(otx.scale_by_adam())),
         # The chains of the torch.optim drop-ins, built from their default param group
         # (LBFGS is closure-driven, SparseAdam takes sparse gradients, Muon 2-d parameters).
+        # (torch.optim.Adafactor, like its chain, refuses complex parameters.)
         **{
-            f"torch_optim.{name}": built(lambda name=name, kw=kw: torch_optim_chain(name, **kw))
+            f"torch_optim.{name}": built(
+                lambda name=name, kw=kw: torch_optim_chain(name, **kw),
+                **(no_complex if name == "Adafactor" else {}),
+            )
             for name, kw in TORCH_OPTIM_CHAINS.items()
         },
     }

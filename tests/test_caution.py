@@ -55,3 +55,27 @@ def test_caution_adamw_equals_timm():
         params = otx.apply_updates(params, updates)
         for p, q in zip(ref_params, params):
             torch.testing.assert_close(q, p.detach(), rtol=0, atol=1e-12)
+
+
+def test_complex_components_agree_by_the_real_part_of_conj_u_times_g():
+    """A complex component is kept when Re(conj(u) g) > 0 (u and g less than 90 degrees apart
+    in the plane); it failed with '"gt_cpu" not implemented for ComplexFloat' (fuzz-found)."""
+    g = [torch.tensor([1 + 1j, 1 + 0j, -1 + 2j, 2j], dtype=torch.complex128)]
+    u = torch.tensor([1 - 0.5j, -1 + 3j, -1 - 1j, 1 + 0j], dtype=torch.complex128)
+    tx = otx.caution(otx.stateless(lambda _u, _p: [u]))
+    updates, _ = tx.update(g, tx.init([torch.zeros(4, dtype=torch.complex128)]))
+    # Re(conj(u) g) = 0.5, -1, -1, 0: only component 0 agrees (mask mean 1/4).
+    expected = torch.tensor([4 - 2j, 0, 0, 0], dtype=torch.complex128)
+    assert updates[0].dtype == torch.complex128
+    torch.testing.assert_close(updates[0], expected, rtol=0, atol=0)
+    # the real case is the same rule on real numbers
+    real = otx.caution(otx.stateless(lambda _u, _p: [u.real.clone()]))
+    r_updates, _ = real.update([g[0].real.clone()], real.init([torch.zeros(4)]))
+    torch.testing.assert_close(
+        r_updates[0], torch.tensor([2.0, 0.0, -2.0, 0.0], dtype=torch.float64)
+    )
+    # a chain on complex params runs (catalogue: caution_adam is complex_ok)
+    tx = otx.chain(otx.caution(otx.scale_by_adam()), otx.scale_by_learning_rate(0.1))
+    p = [torch.tensor([0.5 - 0.3j, 1j])]
+    new, _ = tx.update([torch.tensor([0.1 + 0.2j, -1 + 0j])], tx.init(p), p)
+    assert new[0].dtype == torch.complex64 and torch.isfinite(torch.view_as_real(new[0])).all()

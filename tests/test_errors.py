@@ -27,6 +27,7 @@ import optax_torch.contrib as otc
 from optax_torch import schedules as S
 from optax_torch.base import GradientTransformation
 from optax_torch.compat import torch_optim as C
+from optax_torch.transforms.factorized import scale_by_factored_rms_torch
 from optax_torch.wrappers.torch_optimizer import TorchOptimizer
 
 NAN = math.nan
@@ -500,6 +501,8 @@ FUNCTIONAL: list[Case] = [
             (lambda: otc.momo_adam(), "momo_adam"),
             (lambda: otc.prodigy(), "prodigy"),
             (lambda: otc.sophia(0.1), "scale_by_sophia"),
+            (lambda: otx.keep_params_nonnegative(), "keep_params_nonnegative"),
+            (lambda: scale_by_factored_rms_torch(), "scale_by_factored_rms_torch"),
         ]
     ],
 ]

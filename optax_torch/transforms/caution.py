@@ -20,7 +20,10 @@ __all__ = ["caution"]
 def _cautious(u: Any, g: Any, min_fraction: float) -> Any:
     if u is None or g is None:
         return u
-    mask = (u * g > 0).to(u.dtype)
+    # A complex component agrees with the gradient when Re(conj(u) g) > 0: the real inner
+    # product of the two as vectors of the plane (an angle under 90 degrees), as tree.vdot.
+    agree = (u.conj() * g).real > 0 if u.is_complex() else u * g > 0
+    mask = agree.to(u.real.dtype)
     return u * (mask / torch.clamp_min(mask.mean(), min_fraction))
 
 
@@ -34,7 +37,10 @@ def caution(inner: Any, min_fraction: float = 1e-3) -> GradientTransformationExt
         \phi = \mathbb{1}[u \odot g > 0], \qquad
         u' = u \odot \phi \,/\, \max(\operatorname{mean}(\phi), \text{min\_fraction})
 
-    The rescaling keeps the update's average magnitude. Place it around the part of a chain that
+    On complex leaves a component agrees with the gradient when
+    :math:`\operatorname{Re}(\bar u\, g) > 0` (the two, as vectors of the plane, less than 90
+    degrees apart; the real case's :math:`u g > 0`). The rescaling keeps the update's average
+    magnitude. Place it around the part of a chain that
     produces the direction, before ``scale_by_learning_rate``: ``chain(caution(scale_by_adam()),
     scale_by_learning_rate(lr))`` is timm's ``AdamW(caution=True)`` (timm masks the momentum with
     the same mask, since the Adam denominator is positive).

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import tree
+from optax_torch import _validate, tree
 from optax_torch.base import EmptyState, GradientTransformation, donation_safe, init_empty_state
 
 __all__ = [
@@ -31,6 +31,7 @@ def keep_params_nonnegative() -> GradientTransformation:
 
     so a step that would cross zero lands on zero. Put it last in a chain. The parameters are
     expected to be non-negative already; a negative parameter is moved to 0 by its next update.
+    Complex parameters have no sign: ``init`` refuses them (``ValueError`` naming the leaf).
 
     Example::
 
@@ -49,7 +50,11 @@ def keep_params_nonnegative() -> GradientTransformation:
 
         return tree.map(clamp, updates, params), state
 
-    return GradientTransformation(init_empty_state, update_fn)
+    def init_fn(params):
+        _validate.check_real_params(params, "keep_params_nonnegative")
+        return init_empty_state(params)
+
+    return GradientTransformation(init_fn, update_fn)
 
 
 class ZeroNansState(NamedTuple):

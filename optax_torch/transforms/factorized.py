@@ -45,16 +45,6 @@ def _where(cond: torch.Tensor, x: float, y: Num) -> torch.Tensor:
     return torch.where(cond, x, y_t)
 
 
-def _reject_complex(params) -> None:
-    if any(x.is_complex() for x in tree.leaves(params)):
-        raise ValueError("This transformation does not support complex parameters.")
-
-
-# --------------------------------------------------------------------------------------------
-# Adafactor's factored RMS
-# --------------------------------------------------------------------------------------------
-
-
 def _decay_rate_pow(i: torch.Tensor, exponent: Num = 0.8) -> torch.Tensor:
     r"""Adafactor's second-moment decay :math:`1 - (i+1)^{-\text{exponent}}`, in float64.
 
@@ -318,7 +308,7 @@ def scale_by_factored_rms_torch(
         V.check_non_negative("eps", eps)
 
     def init_fn(params):
-        _reject_complex(params)
+        V.check_real_params(params, "scale_by_factored_rms_torch")
 
         def one(p):
             if p is None:

@@ -8,6 +8,7 @@ import torch
 
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.transforms.caution import _cautious
 
 __all__ = ["ScaleByMarsState", "scale_by_mars"]
 
@@ -21,11 +22,6 @@ class ScaleByMarsState(NamedTuple):
     mu: Updates  # first moment (of the corrected gradient c, or of g for the 1-d AdamW leaves)
     nu: Updates  # second moment
     last_grad: Updates  # the previous gradient
-
-
-def _cautious(m: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    mask = (m * g > 0).to(g.dtype)
-    return m * (mask / mask.mean().clamp(min=1e-3))
 
 
 def scale_by_mars(
@@ -99,7 +95,7 @@ def scale_by_mars(
             c = torch.where(first, g, (g - last) * (gamma * (b1 / (1.0 - b1))) + g)
             c = c / torch.linalg.vector_norm(c).clamp(min=1.0)
             m = m * b1 + c * (1.0 - b1)
-            m_eff = _cautious(m, g) if caution else m
+            m_eff = _cautious(m, g, 1e-3) if caution else m
             if mars_type == "lion":
                 return torch.sign(m_eff), m, v
             v = v * b2 + c * c * (1.0 - b2)
@@ -108,7 +104,7 @@ def scale_by_mars(
             m = m * b1_1d + g * (1.0 - b1_1d)
             v = v * b2_1d + g * g * (1.0 - b2_1d)
             bc1, bc2 = 1.0 - b1_1d**step, 1.0 - b2_1d**step
-            m_eff = _cautious(m, g) if caution else m
+            m_eff = _cautious(m, g, 1e-3) if caution else m
         denom = torch.sqrt(v) / torch.sqrt(bc2) + eps
         return (m_eff / bc1) / denom, m, v
 
