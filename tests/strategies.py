@@ -170,21 +170,12 @@ _CATALOGUE = catalogue()
 CATALOGUE_NAMES = sorted(n for n, e in _CATALOGUE.items() if not e.needs)
 
 
-# Entries that refuse complex params although catalogue.py says complex_ok (found by fuzzing:
-# "ValueError: This transformation does not support complex parameters").
-_NO_COMPLEX_TOO = {"scale_by_factored_rms_torch", "torch_optim.Adafactor"}
-# Known bugs, skipped here with their reason (reproducers in docs/fuzzing.md):
-# torch_optim.ASGD on [None, complex] params: "Too few leaves for PyTreeSpec; expected: 2, got: 1"
-_NO_COMPLEX_TOO |= {"torch_optim.ASGD", "torch_optim.Adam"}
-# scale_by_adopt ("does not support complex parameters") and keep_params_nonnegative
-# and caution ('"lt_cpu"/"gt_cpu" not implemented for ComplexFloat') fail on complex params.
-_NO_COMPLEX_TOO |= {"scale_by_adopt", "keep_params_nonnegative", "caution_adam"}
-# TorchOptimizer(params, mechanize(sgd(0.1))).step() with a None grad: "TypeError: where()
-# received an invalid combination of arguments - got (Tensor, Parameter, NoneType)".
-ADAPTER_SKIP = ("mechanize_sgd",)
-# prodigy on float16 and bfloat16 params together: "tree.dtype: the dtypes [torch.float16,
-# torch.bfloat16] have no lowest element"
-_NO_MIXED_HALF = {"prodigy"}
+# Entries that fail on complex params although catalogue.py says complex_ok: none at present
+# (known bugs would be skipped here with their reason; reproducers in docs/fuzzing.md).
+_NO_COMPLEX_TOO: set[str] = set()
+# Chains (by a name in their code) that the adapter law skips: none at present.
+ADAPTER_SKIP: tuple[str, ...] = ()
+_NO_MIXED_HALF: set[str] = set()  # entries that take no float16 and bfloat16 params together
 
 
 def _catalogue_chain(name: str) -> Chain:
