@@ -92,7 +92,7 @@ class _Pair(NamedTuple):
 
 
 def _has_none(updates: Updates) -> bool:
-    return any(x is None for x in _tree.flatten(updates)[0])
+    return _tree._has_none(_tree.flatten(updates)[0])
 
 
 def _carry_over(new_state: OptState, old_state: OptState) -> OptState:
@@ -368,6 +368,29 @@ def is_consuming_updates(tx: GradientTransformation) -> bool:
     return bool(getattr(_unwrap(tx.update), _CONSUMES_UPDATES, False))
 
 
+_FORWARDS_UPDATES = "_optax_torch_forwards_updates"
+
+
+def _forwards_updates(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` (a combinator or wrapper) as returning, as its updates, those of one
+    inner transformation's ``update`` — or, in a :func:`chain`, of its last member's — with
+    nothing done to them afterwards. Inside the ``TorchOptimizer`` step this lets a final
+    ``scale`` be folded into the parameter update (``tree._deferred_scale``): the inner call
+    that is given the very input object may defer it, any other sees nothing."""
+    setattr(_unwrap(update_fn), _FORWARDS_UPDATES, True)
+    return update_fn
+
+
+def _may_defer_scale(tx: GradientTransformation) -> bool:
+    """Whether ``tx``'s output updates may be a deferred ``tree.scale`` of its input updates:
+    marked :func:`consumes_updates` (its one operation computes its output) or
+    :func:`_forwards_updates`."""
+    update = _unwrap(tx.update)
+    return bool(getattr(update, _CONSUMES_UPDATES, False)) or bool(
+        getattr(update, _FORWARDS_UPDATES, False)
+    )
+
+
 _ELEMENTWISE = "_optax_torch_elementwise"
 
 
@@ -484,5 +507,6 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
         consumes_updates(update)
     if is_elementwise(tx):
         elementwise(update)
+    _forwards_updates(update)
     # tx.update already keeps the state of None-gradient leaves.
     return GradientTransformationExtraArgs._unwrapped(tx.init, update)

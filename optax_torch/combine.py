@@ -11,6 +11,8 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     OptState,
     PyTree,
+    _forwards_updates,
+    _may_defer_scale,
     consumes_updates,
     donation_safe,
     elementwise,
@@ -71,8 +73,13 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         # Never offered: tensors the caller still sees, and any state (a member's output may
         # be its own new state, which a later pass-through member hands on).
         kept = tree._ids((updates, params, state))
+        # The TorchOptimizer step may fold a final scale into the parameter update: passed on
+        # to the last member when it is handed this chain's very input (tree._deferred_scale).
+        final = tree._final.armed is not None and tree._final.armed is updates
+        last = len(transforms) - 1
         for i, (s, t) in enumerate(zip(state, transforms)):
-            with tree._fresh_scope(given if consuming[i] else frozenset()):
+            armed = updates if final and i == last and may_defer[i] else None
+            with tree._fresh_scope(given if consuming[i] else frozenset()), tree._arm(armed):
                 out, new_s = t.update(updates, s, params, **extra_args)
             kept |= tree._ids(new_s)
             consumable_next = all_safe and i + 1 < len(transforms) and consuming[i + 1]
@@ -82,6 +89,7 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         return updates, tuple(new_state)
 
     consuming = [is_consuming_updates(t) for t in transforms]
+    may_defer = [_may_defer_scale(t) for t in transforms]
     all_safe = all(is_donation_safe(t) for t in transforms)
     if all_safe:
         donation_safe(update_fn)
@@ -89,6 +97,7 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         consumes_updates(update_fn)
     if all(is_elementwise(t) for t in transforms):
         elementwise(update_fn)
+    _forwards_updates(update_fn)
     # Each member keeps the state of None-gradient leaves itself.
     return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)
 

@@ -12,6 +12,7 @@ from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     OptState,
+    _forwards_updates,
     donation_safe,
     elementwise,
     is_donation_safe,
@@ -205,4 +206,6 @@ def view_complex_as_real(inner: GradientTransformation) -> GradientTransformatio
         update_fn = donation_safe(update_fn)
     if is_elementwise(inner):  # real pairs of a flat complex buffer are still element-wise
         update_fn = elementwise(update_fn)
+    # Real trees go to inner as given (complex ones as new views: inner then defers nothing).
+    update_fn = _forwards_updates(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)

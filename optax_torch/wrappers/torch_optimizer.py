@@ -26,6 +26,7 @@ from torch.optim.optimizer import Optimizer
 from optax_torch import tree
 from optax_torch.base import (
     GradientTransformation,
+    _may_defer_scale,
     _share_code,
     is_donation_safe,
     is_elementwise,
@@ -471,9 +472,16 @@ class TorchOptimizer(Optimizer):
         # moments are updated in place (torch.optim's memory traffic, no second copy of the state).
         # Only to a transformation marked donation-safe (all of the library's are): a custom one
         # that reads its old state twice always gets an intact state.
-        donating = tree.donate(state, exclude=(grads, params)) if is_donation_safe(tx) else None
-        with donating or contextlib.nullcontext():
+        # And a final scale (the learning rate) may be left to the parameter update below, which
+        # then adds ``alpha * updates`` (torch.optim's ``param.add_(buf, alpha=-lr)``).
+        deferred = None
+        with contextlib.ExitStack() as stack:
+            if is_donation_safe(tx):
+                stack.enter_context(tree.donate(state, exclude=(grads, params)))
+                if _may_defer_scale(tx):
+                    deferred = stack.enter_context(tree._deferred_scale(grads))
             updates, new_state = tx.update(grads, state, params, **extra_args)
+        alpha = 1 if deferred is None or deferred.factor is None else deferred.factor
 
         new_leaves, spec = tree.flatten(new_state)
         if not all_grad:  # keep the old state where the gradient was None
@@ -498,7 +506,7 @@ class TorchOptimizer(Optimizer):
             us = [u for u in updates if u is not None]
         if ps:
             # In-place add casts an update of another floating dtype to the parameter's dtype.
-            tree._add_into(ps, list(us))
+            tree._add_into(ps, list(us), alpha)
 
         self._finish_step(slot, group, new_state, active, (new_leaves, spec))
 

@@ -1,0 +1,134 @@
+"""The adapter's eager step folds a chain's final ``scale`` (the learning rate) into the
+parameter update (``param.add_(u, alpha=-lr)``, as torch.optim does): ``tree._deferred_scale``.
+
+What must hold: the parameters follow the functional step, the gradients and every tensor the
+caller sees are left alone, only a scale that computes the chain's output is deferred (never a
+``scale`` inside another member, never on a complex view), and no arming survives the step.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import optax_torch as otx
+from optax_torch import TorchOptimizer, tree
+from optax_torch.compat import torch_optim
+
+
+def _params(dtype=torch.float64, complex_=False):
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5,), ()]
+    out = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    if complex_:
+        out.append(torch.randn(4, generator=gen, dtype=torch.complex128))
+    return out
+
+
+def _grads(params, k):
+    gen = torch.Generator().manual_seed(100 + k)
+    return [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+
+
+class _Spy:
+    """Records the ``alpha`` of each parameter update of the adapter."""
+
+    def __init__(self, monkeypatch):
+        self.alphas: list[float] = []
+        add_into = tree._add_into
+
+        def spy(xs, ys, alpha=1):
+            self.alphas.append(alpha)
+            return add_into(xs, ys, alpha)
+
+        monkeypatch.setattr(tree, "_add_into", spy)
+
+
+CHAINS = {
+    "adamw": (lambda: otx.adamw(1e-2, weight_decay=0.1), -1e-2),
+    "sgd_momentum": (lambda: otx.sgd(0.1, momentum=0.9), -0.1),
+    "scale_alone": (lambda: otx.scale(-0.3), -0.3),
+    "scales_twice": (lambda: otx.chain(otx.scale(2.0), otx.scale(-0.1)), -0.1),
+    "nested_chain": (lambda: otx.chain(otx.clip_by_global_norm(1.0), otx.adam(1e-2)), -1e-2),
+    "decay_last": (lambda: otx.chain(otx.scale_by_adam(), otx.add_decayed_weights(0.1)), 1),
+    "tensor_lr": (lambda: otx.sgd(torch.tensor(0.1, dtype=torch.float64)), 1),
+    "schedule": (lambda: otx.sgd(otx.linear_schedule(0.1, 0.01, 5)), 1),
+    "wrapper_not_forwarding": (lambda: otx.apply_if_finite(otx.adam(1e-2), 3), 1),
+    "multi_steps": (lambda: otx.MultiSteps(otx.sgd(0.1), 2).gradient_transformation(), 1),
+    "masked": (lambda: otx.masked(otx.scale(-0.1), [True, False, True]), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_adapter_follows_functional_step_and_defers_only_a_final_scale(name, monkeypatch):
+    make, alpha = CHAINS[name]
+    spy = _Spy(monkeypatch)
+    params = _params()
+    tx = make()
+    state = tx.init(params)
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = TorchOptimizer(ps, make())
+    for k in range(4):
+        grads = _grads(params, k)
+        updates, state = tx.update(grads, state, params)
+        params = otx.apply_updates(params, updates)
+        for p, g in zip(ps, grads):
+            p.grad = g.clone()
+        opt.step()
+        for p, g in zip(ps, grads):
+            assert torch.equal(p.grad, g)  # the gradients are not written into
+        assert tree._final.armed is None and tree._final.factor is None
+    for p, q in zip(ps, params):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-13, atol=1e-15)
+    assert spy.alphas and all(a == alpha for a in spy.alphas), spy.alphas
+
+
+def test_drop_ins_defer_their_learning_rate_and_match_torch(monkeypatch):
+    spy = _Spy(monkeypatch)
+    for ours_cls, theirs_cls, kw in (
+        (torch_optim.SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+        (torch_optim.AdamW, torch.optim.AdamW, {"lr": 1e-2}),
+    ):
+        spy.alphas.clear()
+        ps = [torch.nn.Parameter(p) for p in _params()]
+        qs = [torch.nn.Parameter(p) for p in _params()]
+        ours, theirs = ours_cls(ps, **kw), theirs_cls(qs, **kw, foreach=True)
+        for k in range(5):
+            for p, q, g in zip(ps, qs, _grads(ps, k)):
+                p.grad, q.grad = g.clone(), g.clone()
+            ours.step()
+            theirs.step()
+        assert spy.alphas == [-kw["lr"]] * 5
+        for p, q in zip(ps, qs):
+            torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+
+
+def test_complex_params_are_never_scaled_lazily(monkeypatch):
+    """On complex params the drop-ins view them as real pairs: the chain gets new views, so
+    nothing is deferred, and the numbers stay torch's."""
+    spy = _Spy(monkeypatch)
+    ps = [torch.nn.Parameter(p) for p in _params(complex_=True)]
+    qs = [torch.nn.Parameter(p) for p in _params(complex_=True)]
+    ours = torch_optim.SGD(ps, lr=0.1, momentum=0.9)
+    theirs = torch.optim.SGD(qs, lr=0.1, momentum=0.9, foreach=True)
+    for k in range(3):
+        for p, q, g in zip(ps, qs, _grads(ps, k)):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    assert spy.alphas == [1] * 3
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+
+
+def test_a_failing_step_leaves_nothing_armed():
+    def boom(updates, state, params=None):
+        raise RuntimeError("boom")
+
+    bad = otx.chain(otx.scale(1.0), otx.GradientTransformation(lambda p: (), boom))
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = TorchOptimizer([p], bad)
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step()
+    assert tree._final.armed is None and tree._final.factor is None
