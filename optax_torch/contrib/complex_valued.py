@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 import torch
@@ -113,6 +114,20 @@ def _is_complex(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_complex()
 
 
+_DTYPE = operator.attrgetter("dtype")
+_COMPLEX_DTYPES = frozenset({torch.complex32, torch.complex64, torch.complex128})
+
+
+def _any_complex(xs: list[Any]) -> bool:
+    """Whether any leaf is a complex tensor (per step over every leaf: the common case, plain
+    tensors and ``None``, without a Python call per leaf)."""
+    tensors = [x for x in xs if x is not None]
+    try:
+        return any(map(_COMPLEX_DTYPES.__contains__, map(_DTYPE, tensors)))
+    except AttributeError:  # a leaf without dtype (a Python number)
+        return any(map(_is_complex, tensors))
+
+
 def _as_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x if x.stride(-1) == 1 else x.contiguous())
 
@@ -182,9 +197,9 @@ def view_complex_as_real(inner: GradientTransformation) -> GradientTransformatio
 
     def update_fn(updates, state, params=None, **extra_args):
         state_leaves, state_spec = tree.flatten(state)
-        complex_state = [_is_complex(x) for x in state_leaves]
-        if not (any(complex_state) or any(_is_complex(u) for u in tree.leaves(updates))):
+        if not (_any_complex(state_leaves) or _any_complex(tree.leaves(updates))):
             return inner.update(updates, state, params, **extra_args)
+        complex_state = [_is_complex(x) for x in state_leaves]
         complex_updates = tree.map(_is_complex, updates)
         real_state = tree.unflatten(state_spec, [_as_real(x) for x in state_leaves])
         new_updates, new_state = inner.update(
