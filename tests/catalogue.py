@@ -276,7 +276,7 @@ def _transforms() -> dict[str, Entry]:
         "scale_by_madgrad": tx("contrib.scale_by_madgrad", learning_rate=1e-2),
         "scale_by_adopt": tx("contrib.scale_by_adopt", _meta=no_complex),
         "scale_by_acprop": tx("contrib.scale_by_acprop"),
-        "scale_by_cocob": tx("contrib.scale_by_cocob"),
+        "scale_by_cocob": tx("contrib.scale_by_cocob", _meta=no_complex),
         "normalize": tx("contrib.normalize"),
         "split_real_and_imaginary": built(
             lambda: otc.split_real_and_imaginary(otx.scale_by_adam())
@@ -301,7 +301,7 @@ def _transforms() -> dict[str, Entry]:
         "add_adafactor_decayed_weights": tx("add_adafactor_decayed_weights", 0.01),
         "scale_by_rms_root_state": tx("scale_by_rms_root_state"),
         "project_scale_invariant": built(
-            lambda: otx.project_scale_invariant(otx.scale_by_adam(), delta=0.5)
+            lambda: otx.project_scale_invariant(otx.scale_by_adam(), delta=0.5), **no_complex
         ),
         "per_leaf_adam": built(lambda: otx.per_leaf(otx.scale_by_adam())),
         # The chains of the torch.optim drop-ins, built from their default param group

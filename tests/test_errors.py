@@ -503,6 +503,7 @@ FUNCTIONAL: list[Case] = [
             (lambda: otc.sophia(0.1), "scale_by_sophia"),
             (lambda: otx.keep_params_nonnegative(), "keep_params_nonnegative"),
             (lambda: scale_by_factored_rms_torch(), "scale_by_factored_rms_torch"),
+            (lambda: otx.project_scale_invariant(otx.scale_by_adam()), "project_scale_invariant"),
         ]
     ],
 ]

@@ -310,3 +310,26 @@ def test_tensor_hyperparameters_match_optax(name, kwargs):
         steps=8,
         extra_args_fn=_value,
     )
+
+
+def test_distance_over_gradients_on_complex_params():
+    """Fuzz-found: the stored initial params were cast to float32 (imaginary part dropped) and
+    the sum of squares took g**2, not |g|**2. A complex leaf now steps as the pair of real
+    leaves with the same norms would."""
+    z = torch.tensor([0.5 - 0.3j, 1.0 + 2.0j])
+    g = torch.tensor([0.1 + 0.2j, -0.3 + 0.0j])
+    tx = otx.scale_by_distance_over_gradients()
+    state = tx.init({"z": z})
+    assert state.init_params["z"].dtype == torch.complex64
+    assert torch.equal(state.init_params["z"], z)
+    assert state.grad_sum_of_squares["z"].dtype == torch.float32
+    u, state = tx.update({"z": g}, state, {"z": z})
+    # the real view: one leaf holding (re, im) pairs has the same norms
+    r = otx.scale_by_distance_over_gradients()
+    ru, rstate = r.update(
+        {"z": torch.view_as_real(g)},
+        r.init({"z": torch.view_as_real(z)}),
+        {"z": torch.view_as_real(z)},
+    )
+    torch.testing.assert_close(torch.view_as_real(u["z"]), ru["z"])
+    torch.testing.assert_close(state.grad_sum_of_squares["z"], rstate.grad_sum_of_squares["z"])

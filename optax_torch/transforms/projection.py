@@ -15,13 +15,9 @@ from optax_torch.base import (
     is_donation_safe,
     with_extra_args_support,
 )
+from optax_torch.transforms.caution import _cautious
 
 __all__ = ["project_scale_invariant"]
-
-
-def _cautious(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    mask = (u * g > 0).to(g.dtype)
-    return u * (mask / mask.mean().clamp(min=1e-3))
 
 
 def _project_leaf(
@@ -29,7 +25,7 @@ def _project_leaf(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(projected update, whether projected) of one leaf with ``p.dim() > 1``."""
     expand = (-1,) + (1,) * (p.dim() - 1)
-    plain = _cautious(u, g) if caution else u
+    plain = _cautious(u, g, 1e-3) if caution else u
     out, projected = plain, torch.zeros((), dtype=torch.bool, device=p.device)
     # The channel view is tried first: where it projects, it wins (the layer view is the fallback).
     for view in (lambda x: x.reshape(1, -1), lambda x: x.reshape(x.size(0), -1)):
@@ -40,7 +36,7 @@ def _project_leaf(
         v = u - p_n * view(p_n * u).sum(dim=1).reshape(expand)
         if caution:
             g_perp = g - p_n * view(p_n * g).sum(dim=1).reshape(expand)
-            v = _cautious(v, g_perp)
+            v = _cautious(v, g_perp, 1e-3)
             v = v - p_n * view(p_n * v).sum(dim=1).reshape(expand)
         out = torch.where(hit, v, out)
         projected = projected | hit
@@ -84,8 +80,9 @@ def project_scale_invariant(
       weight_decay: decoupled decay :math:`\lambda` added to the update (default 0).
       caution: cautious masking (default ``False``).
 
-    Needs ``params``. Reference: Heo et al., `AdamP: Slowing Down the Slowdown for Momentum
-    Optimizers on Scale-invariant Weights <https://arxiv.org/abs/2006.08217>`_, ICLR 2021.
+    Needs ``params``; refuses complex ones at init. Reference: Heo et al., `AdamP: Slowing Down
+    the Slowdown for Momentum Optimizers on Scale-invariant Weights
+    <https://arxiv.org/abs/2006.08217>`_, ICLR 2021.
 
     Example::
 
@@ -107,7 +104,7 @@ def project_scale_invariant(
             u, projected = _project_leaf(u, g, p, delta, eps, caution)
             ratio = torch.where(projected, torch.tensor(float(wd_ratio), dtype=torch.float64), 1.0)
         elif caution:
-            u = _cautious(u, g)
+            u = _cautious(u, g, 1e-3)
         if weight_decay != 0:
             u = u + p * (weight_decay * ratio)
         return u
@@ -121,4 +118,10 @@ def project_scale_invariant(
 
     if is_donation_safe(inner):
         update_fn = donation_safe(update_fn)
-    return GradientTransformationExtraArgs(inner.init, update_fn)
+
+    def init_fn(params):
+        # cosines, norms and the cautious mask of real weights (timm's AdamP / SGDP neither)
+        _validate.check_real_params(params, "project_scale_invariant")
+        return inner.init(params)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)

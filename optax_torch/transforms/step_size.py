@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from optax_torch import _validate, tree
+from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -122,13 +122,20 @@ def scale_by_distance_over_gradients(
     _validate.check_non_negative("eps", eps)
     _validate.check_finite("global_scale", global_scale)
 
+    def stored(x: torch.Tensor) -> torch.Tensor:
+        # A complex parameter is stored in param_dtype's complex counterpart (a cast to the real
+        # param_dtype would drop its imaginary part).
+        if param_dtype is None:
+            return x
+        return x.to(param_dtype.to_complex() if x.is_complex() else param_dtype)
+
     def init_fn(params):
         return ScaleByDistanceOverGradientsState(
             max_dist=tree.map(lambda x: reps_rel * (1 + torch.linalg.vector_norm(x)), params),
             grad_sum_of_squares=tree.map(
-                lambda x: torch.zeros(1, dtype=x.dtype, device=x.device), params
+                lambda x: torch.zeros(1, dtype=x.dtype.to_real(), device=x.device), params
             ),
-            init_params=tree.cast(params, param_dtype),
+            init_params=tree.map(stored, params),
         )
 
     def update_fn(updates, state, params=None):
@@ -136,11 +143,13 @@ def scale_by_distance_over_gradients(
             raise ValueError(_NO_PARAMS_MSG)
         dist = tree.map(torch.linalg.vector_norm, tree.sub(params, state.init_params))
         max_dist = tree.maximum(state.max_dist, dist)
-        g_sos = tree.map(lambda g, s: s + g.square().sum(), updates, state.grad_sum_of_squares)
+        g_sos = tree.map(
+            lambda g, s: s + numerics.abs_sq(g).sum(), updates, state.grad_sum_of_squares
+        )
 
         def step(g, d, s):
             eta = global_scale * (d / torch.sqrt(s + eps))
-            return eta.reshape(()).to(g.dtype) * g
+            return eta.reshape(()).to(g.real.dtype) * g
 
         new_updates = tree.map(step, updates, max_dist, g_sos)
         return new_updates, ScaleByDistanceOverGradientsState(
