@@ -493,21 +493,9 @@ def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
 
 def _ids(tree: Tree) -> builtins.set[int]:
     """The ids of the tensors of ``tree``."""
-    ids: builtins.set[int] = builtins.set()
-    _collect_ids(tree, ids)
+    ids = builtins.set(builtins.map(id, _pytree.tree_leaves(tree)))
     ids.discard(id(None))
     return ids
-
-
-def _collect_ids(tree: Tree, ids: builtins.set[int]) -> None:
-    # Tuples (states, NamedTuples) walked here so that their lists of leaves take the fast path.
-    if isinstance(tree, tuple):
-        for x in tree:
-            _collect_ids(x, ids)
-    elif _is_flat_list(tree):
-        ids.update(builtins.map(id, tree))
-    else:
-        ids.update(builtins.map(id, _pytree.tree_leaves(tree)))
 
 
 def _offer(updates: Tree, kept: builtins.set[int]) -> frozenset[int]:
