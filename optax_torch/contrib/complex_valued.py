@@ -122,6 +122,8 @@ def _any_complex(xs: list[Any]) -> bool:
     """Whether any leaf is a complex tensor (per step over every leaf: the common case, plain
     tensors and ``None``, without a Python call per leaf)."""
     tensors = [x for x in xs if x is not None]
+    if torch.compiler.is_compiling():  # dynamo cannot trace attrgetter
+        return any(map(_is_complex, tensors))
     try:
         return any(map(_COMPLEX_DTYPES.__contains__, map(_DTYPE, tensors)))
     except AttributeError:  # a leaf without dtype (a Python number)
