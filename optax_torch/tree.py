@@ -924,14 +924,26 @@ def all_finite(tree: Tree) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _dtype_for(x: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype | None:
+    """``dtype`` for leaf ``x``: a real floating dtype given for a complex leaf means its complex
+    counterpart (``float32`` -> ``complex64``), so that a state dtype such as ``mu_dtype`` or
+    ``MultiSteps``' float32 accumulator never drops the imaginary part of complex parameters."""
+    if dtype is not None and dtype.is_floating_point and x.is_complex():
+        return dtype.to_complex()
+    return dtype
+
+
 def zeros_like(tree: Tree, dtype: torch.dtype | None = None) -> Tree:
-    """A tree of zeros shaped like ``tree`` (optionally of another ``dtype``)."""
-    return map(lambda x: torch.zeros_like(x, dtype=dtype), tree)
+    """A tree of zeros shaped like ``tree`` (optionally of another ``dtype``; for a complex leaf
+    a real ``dtype`` means its complex counterpart)."""
+    if dtype is None:
+        return map(torch.zeros_like, tree)
+    return map(lambda x: torch.zeros_like(x, dtype=_dtype_for(x, dtype)), tree)
 
 
 def ones_like(tree: Tree, dtype: torch.dtype | None = None) -> Tree:
-    """A tree of ones shaped like ``tree``."""
-    return map(lambda x: torch.ones_like(x, dtype=dtype), tree)
+    """A tree of ones shaped like ``tree`` (``dtype`` as in :func:`zeros_like`)."""
+    return map(lambda x: torch.ones_like(x, dtype=_dtype_for(x, dtype)), tree)
 
 
 def full_like(tree: Tree, fill_value: Scalar, dtype: torch.dtype | None = None) -> Tree:
@@ -948,10 +960,15 @@ def full_like(tree: Tree, fill_value: Scalar, dtype: torch.dtype | None = None) 
 
 
 def cast(tree: Tree, dtype: torch.dtype | None) -> Tree:
-    """Casts every floating leaf to ``dtype`` (``None``: unchanged)."""
+    """Casts every floating or complex leaf to ``dtype`` (``None``: unchanged); a complex leaf
+    given a real ``dtype`` goes to its complex counterpart (``float32`` -> ``complex64``): the
+    imaginary part is never dropped."""
     if dtype is None:
         return tree
-    return map(lambda x: x.to(dtype) if x.is_floating_point() or x.is_complex() else x, tree)
+    return map(
+        lambda x: x.to(_dtype_for(x, dtype)) if x.is_floating_point() or x.is_complex() else x,
+        tree,
+    )
 
 
 def cast_like(tree: Tree, other_tree: Tree) -> Tree:

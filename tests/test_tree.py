@@ -9,6 +9,7 @@ nests with 0-d and empty leaves and ``None`` leaves), once on the multi-tensor
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -653,3 +654,29 @@ def test_full_like_with_a_batched_tensor_value_under_vmap():
     out = torch.func.vmap(lambda v: otree.full_like(params, v))(torch.tensor([1.0, 2.0]))
     assert out["a"].shape == (2, 2, 3) and out["b"].shape == (2,)
     torch.testing.assert_close(out["a"][1], torch.full((2, 3), 2.0))
+
+
+def test_real_state_dtype_on_complex_leaves_keeps_the_imaginary_part():
+    """A real dtype given for a complex leaf (``mu_dtype``, ``MultiSteps``' float32 accumulator)
+    means its complex counterpart: the imaginary part is never dropped."""
+    z = torch.full((2,), 0.5 - 0.3j, dtype=torch.complex128)
+    x = torch.ones(2, dtype=torch.float64)
+    assert otree.zeros_like([z, x], dtype=torch.float32)[0].dtype == torch.complex64
+    assert otree.zeros_like([z, x], dtype=torch.float32)[1].dtype == torch.float32
+    assert otree.ones_like([z], dtype=torch.float16)[0].dtype == torch.complex32
+    cast = otree.cast([z, x], torch.float32)
+    assert cast[0].dtype == torch.complex64 and cast[1].dtype == torch.float32
+    torch.testing.assert_close(cast[0], z.to(torch.complex64))
+    params = {"z": torch.full((2,), 0.5 - 0.3j)}
+    grad = {"z": torch.full((2,), 0.1 + 0.2j)}
+    for tx in (
+        otx.MultiSteps(otx.adam(0.1), 3).gradient_transformation(),
+        otx.adam(0.1, mu_dtype=torch.float32),
+        otx.sgd(0.1, momentum=0.9, accumulator_dtype=torch.float32),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "discards the imaginary part"
+            state = tx.init(params)
+            for _ in range(3):
+                updates, state = tx.update(grad, state, params)
+        assert updates["z"].imag.abs().min() > 0

@@ -147,6 +147,9 @@ class TorchOptimizer(Optimizer):
     # constructor checks). The drop-ins set it False: they run their original's checks, and
     # some originals (timm's AdamP, SGDP, ...) accept a negative weight decay.
     _check_group_values: ClassVar[bool] = True
+    # Stamp state dicts with the optax_torch format version (wrappers/_format.py). The drop-ins
+    # do not: their layout is their original's, key for key (a stamped dict still loads).
+    _format_stamp: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -609,7 +612,7 @@ class TorchOptimizer(Optimizer):
             hook_result = post_hook(self, state_dict)
             if hook_result is not None:
                 state_dict = hook_result
-        return _format.stamp(state_dict)
+        return _format.stamp(state_dict) if self._format_stamp else state_dict
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -33,6 +33,8 @@ class TorchOptimDropIn(TorchOptimizer):
     _complex_as_real: ClassVar[bool] = True
     # The original's constructor checks run in each drop-in's __init__ (with its messages).
     _check_group_values: ClassVar[bool] = False
+    # The state dict is the original's, key for key: no optax_torch format stamp.
+    _format_stamp: ClassVar[bool] = False
 
     def _call_factory(self, hp: dict[str, Any]) -> GradientTransformation:
         tx = super()._call_factory(hp)
