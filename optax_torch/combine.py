@@ -72,7 +72,7 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         given = tree._donated.fresh
         # Never offered: tensors the caller still sees, and any state (a member's output may
         # be its own new state, which a later pass-through member hands on).
-        kept = tree._ids((updates, params, state))
+        inputs = (updates, params, state)
         # The TorchOptimizer step may fold a final scale into the parameter update: passed on
         # to the last member when it is handed this chain's very input (tree._deferred_scale).
         final = tree._final.armed is not None and tree._final.armed is updates
@@ -81,11 +81,11 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
             armed = updates if final and i == last and may_defer[i] else None
             with tree._fresh_scope(given if consuming[i] else frozenset()), tree._arm(armed):
                 out, new_s = t.update(updates, s, params, **extra_args)
-            kept |= tree._ids(new_s)
-            consumable_next = all_safe and i + 1 < len(transforms) and consuming[i + 1]
-            given = tree._offer(out, kept) if consumable_next else frozenset()
-            updates = out
             new_state.append(new_s)
+            given = frozenset()
+            if all_safe and i + 1 < len(transforms) and consuming[i + 1]:
+                given = tree._offer(out, tree._ids((inputs, new_state)))
+            updates = out
         return updates, tuple(new_state)
 
     consuming = [is_consuming_updates(t) for t in transforms]
