@@ -40,6 +40,8 @@ def needs_split(slot: Slot, grads: list, key_map: dict[str, str]) -> bool:
         return False
     if slot.pp is not None:
         return True
+    if not tree._has_none(grads) and all(slot.active):  # the common step: nothing to split
+        return False
     holes = any(a and g is None for a, g in zip(slot.active, grads))
     joins = any(g is not None and not a for a, g in zip(slot.active, grads)) and any(slot.active)
     if not (holes or joins):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -53,6 +54,12 @@ from optax_torch.wrappers._hyperparams import (
 from optax_torch.wrappers._state_layout import Slot
 
 __all__ = ["TorchOptimizer"]
+
+
+_GRAD = operator.attrgetter("grad")
+_IS_SPARSE = operator.attrgetter("is_sparse")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
 
 
 class TorchOptimizer(Optimizer):
@@ -398,6 +405,25 @@ class TorchOptimizer(Optimizer):
     # Step
     # ----------------------------------------------------------------------------------------
 
+    def _check_grads(self, gi: int, params: list, grads: list) -> None:
+        """Raises for the first gradient that is sparse (unless accepted) or whose shape or
+        dtype is not its parameter's."""
+        for j, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if g.is_sparse and not self._accepts_sparse_grads:
+                raise RuntimeError(
+                    f"TorchOptimizer: param group {gi}, parameter {j} has a sparse gradient; "
+                    "sparse gradients are not supported (use a dense gradient or "
+                    "torch.optim.SparseAdam)"
+                )
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(
+                    f"TorchOptimizer: param group {gi}, parameter {j}: gradient of shape "
+                    f"{tuple(g.shape)} and dtype {g.dtype} for a parameter of shape "
+                    f"{tuple(p.shape)} and dtype {p.dtype}"
+                )
+
     def step(self, closure: Callable[[], Any] | None = None, **extra_args: Any) -> Any:
         """Performs one optimization step (see the class docstring).
 
@@ -421,27 +447,18 @@ class TorchOptimizer(Optimizer):
 
     def _step_group(self, gi: int, group: dict[str, Any], extra_args: dict[str, Any]) -> None:
         params = group["params"]
-        grads: list[torch.Tensor | None] = []
-        any_grad, all_grad = False, True
-        for j, p in enumerate(params):
-            g = p.grad
-            if g is None:
-                all_grad = False
-            else:
-                if g.is_sparse and not self._accepts_sparse_grads:
-                    raise RuntimeError(
-                        f"TorchOptimizer: param group {gi}, parameter {j} has a sparse gradient; "
-                        "sparse gradients are not supported (use a dense gradient or "
-                        "torch.optim.SparseAdam)"
-                    )
-                if g.shape != p.shape or g.dtype != p.dtype:
-                    raise ValueError(
-                        f"TorchOptimizer: param group {gi}, parameter {j}: gradient of shape "
-                        f"{tuple(g.shape)} and dtype {g.dtype} for a parameter of shape "
-                        f"{tuple(p.shape)} and dtype {p.dtype}"
-                    )
-                any_grad = True
-            grads.append(g)
+        grads: list[torch.Tensor | None] = list(map(_GRAD, params))
+        present = [g for g in grads if g is not None]
+        any_grad, all_grad = bool(present), len(present) == len(grads)
+        # Checked over the whole list at once (per step, on thousands of tensors); the loop that
+        # names the offending parameter runs only on failure.
+        ps = params if all_grad else [p for p, g in zip(params, grads) if g is not None]
+        if (
+            (not self._accepts_sparse_grads and any(map(_IS_SPARSE, present)))
+            or list(map(_SHAPE, present)) != list(map(_SHAPE, ps))
+            or list(map(_DTYPE, present)) != list(map(_DTYPE, ps))
+        ):
+            self._check_grads(gi, params, grads)
         if not any_grad:
             return
         while len(self._otx_slots) <= gi:  # groups appended to param_groups by hand
