@@ -333,3 +333,16 @@ def test_distance_over_gradients_on_complex_params():
     )
     torch.testing.assert_close(torch.view_as_real(u["z"]), ru["z"])
     torch.testing.assert_close(state.grad_sum_of_squares["z"], rstate.grad_sum_of_squares["z"])
+
+
+def test_distance_over_gradients_keeps_its_state_dtypes_on_float16_params():
+    """A float16 parameter's distance to its stored float32 copy is float32: the running maximum
+    keeps the dtype it was made with (found by fuzzing: the state changed dtype)."""
+    tx = otx.scale_by_distance_over_gradients()
+    params = {"a": torch.tensor(0.94, dtype=torch.float16)}
+    state = tx.init(params)
+    dtypes = [x.dtype for x in otx.tree.leaves(state)]
+    for g in (4e-4, -8.1e-5, 8e-4):
+        _, state = tx.update({"a": torch.tensor(g, dtype=torch.float16)}, state, params)
+        params = {"a": params["a"] + torch.tensor(0.01, dtype=torch.float16)}
+        assert [x.dtype for x in otx.tree.leaves(state)] == dtypes

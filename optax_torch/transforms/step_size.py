@@ -142,7 +142,8 @@ def scale_by_distance_over_gradients(
         if params is None:
             raise ValueError(_NO_PARAMS_MSG)
         dist = tree.map(torch.linalg.vector_norm, tree.sub(params, state.init_params))
-        max_dist = tree.maximum(state.max_dist, dist)
+        # (in the state's dtype: a float16 param's distance to its float32 copy is float32)
+        max_dist = tree.map(lambda m, d: torch.maximum(m, d.to(m.dtype)), state.max_dist, dist)
         g_sos = tree.map(
             lambda g, s: s + numerics.abs_sq(g).sum(), updates, state.grad_sum_of_squares
         )
