@@ -42,6 +42,11 @@ TK.has_dynamo = False  # timm's Kron instances made from here on run their kerne
 DET = dict(deterministic=True)
 
 
+def _case_id(kw: dict) -> str:
+    """A test id stable across processes (pytest-xdist workers collect the same ids)."""
+    return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in kw.items())
+
+
 def _halving(step: int) -> float:
     return 0.5 if step < 6 else 0.25
 
@@ -99,7 +104,7 @@ def test_kron_signature():
     check_signature(Kron, TK.Kron)
 
 
-@pytest.mark.parametrize("kw", KRON_CASES, ids=str)
+@pytest.mark.parametrize("kw", KRON_CASES, ids=_case_id)
 def test_kron_matches_timm(kw):
     _, _, ref, ours = train_pair(Kron, TK.Kron, kw, dict(lr=0.02, weight_decay=0.0), steps=24)
     _check_state_like_timm(ref, ours)

@@ -446,10 +446,43 @@ class TorchOptimizer(Optimizer):
         return loss
 
     def _step_group(self, gi: int, group: dict[str, Any], extra_args: dict[str, Any]) -> None:
+        """One param group's step, one straight path for the eager and the compiled step:
+
+        1. the gradients, gathered and checked (:meth:`_gradients`);
+        2. group -> transform: built from the group's hyperparameters, or the cached one while
+           they do not change (:meth:`_transform_for`);
+        3. group -> state: state made for parameters with their first gradient, injectable
+           hyperparameters written into it (:meth:`_state_in`);
+        4. update: the transform's update and the parameter update, eager
+           (:meth:`_run_eager`) or as one compiled graph (:meth:`_run_compiled`);
+        5. write back: the new state kept, the hyperparameters used shown in the group
+           (:meth:`_write_back`).
+
+        Drop-ins keeping torch's per-parameter step counts take a detour through
+        :mod:`._per_param` on steps where the counts differ (the same stages, once per count).
+        """
         params = group["params"]
+        grads, all_grad = self._gradients(gi, params)
+        if grads is None:
+            return
+        slot = self._slot(gi, len(params))
+        tx = self._transform_for(gi, group)
+        if self._per_param_steps and per_param.needs_split(slot, grads, self._otx_state_key_map):
+            self._step_group_per_param(slot, tx, params, grads, group, extra_args)
+            return
+        state, active = self._state_in(slot, tx, params, grads, group)
+        if self._otx_compile is not None and all_grad:
+            new_state, flat = self._run_compiled(slot, tx, params, grads, state, extra_args), None
+        else:
+            new_state, flat = self._run_eager(gi, tx, params, grads, state, all_grad, extra_args)
+        self._write_back(slot, group, new_state, active, flat)
+
+    def _gradients(self, gi: int, params: list) -> tuple[list | None, bool]:
+        """The group's gradients (``None`` where a parameter has none) and whether all are
+        present; ``(None, False)`` when no parameter has one (the group is skipped)."""
         grads: list[torch.Tensor | None] = list(map(_GRAD, params))
         present = [g for g in grads if g is not None]
-        any_grad, all_grad = bool(present), len(present) == len(grads)
+        all_grad = len(present) == len(grads)
         # Checked over the whole list at once (per step, on thousands of tensors); the loop that
         # names the offending parameter runs only on failure.
         ps = params if all_grad else [p for p, g in zip(params, grads) if g is not None]
@@ -459,35 +492,45 @@ class TorchOptimizer(Optimizer):
             or list(map(_DTYPE, present)) != list(map(_DTYPE, ps))
         ):
             self._check_grads(gi, params, grads)
-        if not any_grad:
-            return
+        return (grads if present else None), all_grad
+
+    def _slot(self, gi: int, n: int) -> Slot:
+        """The runtime data of param group ``gi`` (made for groups appended by hand)."""
         while len(self._otx_slots) <= gi:  # groups appended to param_groups by hand
             self._otx_slots.append(Slot(len(self.param_groups[len(self._otx_slots)]["params"])))
         slot = self._otx_slots[gi]
-        if len(slot.active) != len(params):
+        if len(slot.active) != n:
             raise RuntimeError(
                 f"TorchOptimizer: param group {gi} changed from {len(slot.active)} to "
-                f"{len(params)} parameters; use add_param_group to add parameters"
+                f"{n} parameters; use add_param_group to add parameters"
             )
-        tx = self._transform_for(gi, group)
-        if self._per_param_steps and per_param.needs_split(slot, grads, self._otx_state_key_map):
-            self._step_group_per_param(slot, tx, params, grads, group, extra_args)
-            return
+        return slot
+
+    def _state_in(self, slot: Slot, tx, params, grads, group) -> tuple[Any, list[bool]]:
+        """The state the update reads: made for parameters with their first gradient, with the
+        group's injectable hyperparameters written into it; and the parameters with state."""
         state, active, _ = layout.ensure_state(slot, tx, params, grads)
         if self._otx_inject:
             state = write_hyperparams(state, group, self._otx_inject)
-        if self._otx_compile is not None and all_grad:
-            if slot.step_fn is None:
-                slot.step_fn = compiled_step_fn(**self._otx_compile)
-            flat_state = self._flat_state(slot, tx, params, state)
-            if flat_state is None:  # one tensor per parameter
-                slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
-            else:  # one flat buffer per (device, dtype); .state holds views into it
-                flat_grads = slot.flat.load_grads(grads)
-                slot.step_fn(tx, flat_grads, flat_state, slot.flat.flat_params, **extra_args)
-                state = slot.flat_views
-            self._finish_step(slot, group, state, active)
-            return
+        return state, active
+
+    def _run_compiled(self, slot: Slot, tx, params, grads, state, extra_args) -> Any:
+        """The update as one compiled graph that writes the parameters and the state buffers
+        in place; returns the new state."""
+        if slot.step_fn is None:
+            slot.step_fn = compiled_step_fn(**(self._otx_compile or {}))
+        flat_state = self._flat_state(slot, tx, params, state)
+        if flat_state is None:  # one tensor per parameter
+            slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
+            return state
+        # one flat buffer per (device, dtype); .state holds views into it
+        flat_grads = slot.flat.load_grads(grads)
+        slot.step_fn(tx, flat_grads, flat_state, slot.flat.flat_params, **extra_args)
+        return slot.flat_views
+
+    def _run_eager(self, gi: int, tx, params, grads, state, all_grad, extra_args):
+        """The update, eagerly: ``tx.update`` on the donated state, then the updates added to
+        the parameters in place. Returns the new state and its flat leaves."""
         # The adapter owns the state and never reads the old one again: donate its buffers, so
         # moments are updated in place (torch.optim's memory traffic, no second copy of the state).
         # Only to a transformation marked donation-safe (all of the library's are): a custom one
@@ -519,16 +562,29 @@ class TorchOptimizer(Optimizer):
                 f"TorchOptimizer: the transform of param group {gi} returned updates that do "
                 "not match the list of parameters"
             )
-        if all_grad and not any(u is None for u in updates):
+        self._apply_updates(params, updates, all_grad, alpha)
+        return new_state, (new_leaves, spec)
+
+    @staticmethod
+    def _apply_updates(params: list, updates, all_grad: bool = False, alpha: Any = 1) -> None:
+        """``param += alpha * update`` in place, one multi-tensor add (``None`` updates skip
+        their parameter; an update of another floating dtype is cast to the parameter's)."""
+        if all_grad and not tree._has_none(updates):
             ps, us = params, updates
         else:
             ps = [p for p, u in zip(params, updates) if u is not None]
             us = [u for u in updates if u is not None]
         if ps:
-            # In-place add casts an update of another floating dtype to the parameter's dtype.
             tree._add_into(ps, list(us), alpha)
 
-        self._finish_step(slot, group, new_state, active, (new_leaves, spec))
+    def _write_back(self, slot: Slot, group, new_state, active, flat=None) -> None:
+        """Keeps the new state (mirrored into ``.state`` when that is read) and shows the
+        hyperparameters the update used (scheduled ones included) in the group."""
+        slot.state = new_state
+        slot.active = active
+        if self._otx_inject:
+            read_hyperparams(new_state, group, self._otx_inject)
+        slot.leaves, slot.spec = flat if flat is not None else tree.flatten(new_state)
 
     def _flat_state(self, slot: Slot, tx, params, state) -> Any:
         """The state over flat buffers for a compiled element-wise step (see ``_flat``), or
@@ -548,23 +604,13 @@ class TorchOptimizer(Optimizer):
             slot.flat_state, slot.flat_views = flat_state, views
         return slot.flat_state
 
-    def _finish_step(self, slot: Slot, group, new_state, active, flat=None) -> None:
-        slot.state = new_state
-        slot.active = active
-        if self._otx_inject:
-            read_hyperparams(new_state, group, self._otx_inject)
-        # mirrored into .state when it is read
-        slot.leaves, slot.spec = flat if flat is not None else tree.flatten(new_state)
-
     @torch.no_grad()
     def _allocate_state(self) -> None:
         """Allocates the state of every parameter now, without a step (for drop-ins whose
         torch.optim original creates its state at construction, e.g. ``Adagrad``)."""
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
-            while len(self._otx_slots) <= gi:
-                self._otx_slots.append(Slot(len(self.param_groups[len(self._otx_slots)]["params"])))
-            slot = self._otx_slots[gi]
+            slot = self._slot(gi, len(params))
             state, active, _ = layout.ensure_state(
                 slot, self._transform_for(gi, group), params, params
             )
@@ -580,13 +626,8 @@ class TorchOptimizer(Optimizer):
         updates, new_state, active, leaves, spec = per_param.split_step(
             slot, tx, params, grads, self._otx_state_key_map, prepare, extra_args
         )
-        ps = [p for p, u in zip(params, updates) if u is not None]
-        if ps:
-            tree._add_into(ps, [u for u in updates if u is not None])
-        slot.state, slot.active = new_state, active
-        if self._otx_inject:
-            read_hyperparams(new_state, group, self._otx_inject)
-        slot.leaves, slot.spec = leaves, spec
+        self._apply_updates(params, updates)
+        self._write_back(slot, group, new_state, active, (leaves, spec))
 
     # ----------------------------------------------------------------------------------------
     # optimizer.state mirror, state_dict / load_state_dict (see _state_layout)
