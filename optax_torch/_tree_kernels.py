@@ -126,13 +126,22 @@ class _Foreach:
         return torch._foreach_sqrt(xs)
 
     @staticmethod
-    def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale):
-        # Two fresh buffers; every other step works in place on them (nobody else sees them).
+    def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale, out=None):
+        # Two fresh buffers (one if ``out``, a scratch buffer of ``ys``' dtype, is given for
+        # large tensors); every other step works in place on them (nobody else sees them).
         scalars = [_as_number(v) for v in (eps, eps_root, divisor, x_scale)]
         if any(isinstance(v, torch.Tensor) for v in scalars):  # device-resident hyperparameters
             return _PerLeaf.div_sqrt(xs, ys, *scalars)
         eps, eps_root, divisor, x_scale = scalars
-        if _is_zero(eps_root):
+        if out is not None and builtins.sum(o.numel() for o in out) >= _LARGE * len(out):
+            den = list(out)
+            for y, d in zip(ys, den):  # no multi-tensor kernel writes into given buffers
+                if _is_zero(eps_root):
+                    torch.sqrt(y, out=d)
+                else:
+                    torch.add(y, eps_root, out=d)
+                    d.sqrt_()
+        elif _is_zero(eps_root):
             den = torch._foreach_sqrt(ys)
         else:
             den = torch._foreach_add(ys, eps_root)

@@ -364,8 +364,28 @@ def consumes_updates(update_fn: Callable) -> Callable:
 
 
 def is_consuming_updates(tx: GradientTransformation) -> bool:
-    """Whether ``tx.update`` is marked with :func:`consumes_updates`."""
-    return bool(getattr(_unwrap(tx.update), _CONSUMES_UPDATES, False))
+    """Whether ``tx.update`` is marked with :func:`consumes_updates` (or, privately,
+    :func:`_reuses_updates`): whether a chain may donate its intermediate updates to it."""
+    update = _unwrap(tx.update)
+    return bool(getattr(update, _CONSUMES_UPDATES, False)) or bool(
+        getattr(update, _REUSES_UPDATES, False)
+    )
+
+
+_REUSES_UPDATES = "_optax_torch_reuses_updates"
+
+
+def _reuses_updates(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` as reading its input updates for the last time in the tree operation
+    that may write its output into them (given them as ``into=`` or as its consumable operand,
+    e.g. ``tree.div_sqrt(mu, nu, into=updates)``, ``tree.mul(updates, factors)``), and never
+    keeping them. Like :func:`consumes_updates`, it lets :func:`chain` donate the intermediate
+    updates of the member before, so that the output needs no new buffer (Adam after gradient
+    clipping, a trust ratio after weight decay); unlike it, the transformation may read them in
+    several operations before, so a final ``scale`` is never deferred to the caller through it
+    (``tree._deferred_scale``)."""
+    setattr(_unwrap(update_fn), _REUSES_UPDATES, True)
+    return update_fn
 
 
 _FORWARDS_UPDATES = "_optax_torch_forwards_updates"

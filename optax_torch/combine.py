@@ -13,6 +13,7 @@ from optax_torch.base import (
     PyTree,
     _forwards_updates,
     _may_defer_scale,
+    _reuses_updates,
     consumes_updates,
     donation_safe,
     elementwise,
@@ -71,8 +72,11 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         # ``scale`` rescales in place). Other members never see it as donated.
         given = tree._donated.fresh
         # Never offered: tensors the caller still sees, and any state (a member's output may
-        # be its own new state, which a later pass-through member hands on).
+        # be its own new state, which a later pass-through member hands on). The input updates
+        # the caller gave this chain are not the caller's any more: once the first member has
+        # written its output into them, that output is offered on like any other.
         inputs = (updates, params, state)
+        mine = given if consuming[0] else frozenset()
         # The TorchOptimizer step may fold a final scale into the parameter update: passed on
         # to the last member when it is handed this chain's very input (tree._deferred_scale).
         final = tree._final.armed is not None and tree._final.armed is updates
@@ -84,7 +88,10 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
             new_state.append(new_s)
             given = frozenset()
             if all_safe and i + 1 < len(transforms) and consuming[i + 1]:
-                given = tree._offer(out, tree._ids((inputs, new_state)))
+                kept = tree._ids((inputs, new_state))
+                if mine:
+                    kept -= mine & tree._donated.spent
+                given = tree._offer(out, kept)
             updates = out
         return updates, tuple(new_state)
 
@@ -94,7 +101,11 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
     if all_safe:
         donation_safe(update_fn)
     if consuming and consuming[0]:
-        consumes_updates(update_fn)
+        # the first member's marker: a chain reads its input updates only through it
+        if is_consuming_updates(transforms[0]) and not _may_defer_scale(transforms[0]):
+            _reuses_updates(update_fn)
+        else:
+            consumes_updates(update_fn)
     if all(is_elementwise(t) for t in transforms):
         elementwise(update_fn)
     _forwards_updates(update_fn)

@@ -657,14 +657,37 @@ def sub(tree_x: Tree, tree_y: Tree) -> Tree:
     return _apply(lambda b, xs, ys: b.sub(xs, ys), tree_x, tree_y, names=("tree_x", "tree_y"))
 
 
+def _fits_into(xs: list[Any], ys: list[Any]) -> bool:
+    """Whether ``x * y`` (or ``x / y``) has ``x``'s dtype and shape for every pair (``y`` of
+    ``x``'s dtype, 0-d or of ``x``'s shape): it may then be written into ``x``."""
+    return _same_dtypes(xs, ys) and all(not y.dim() or y.shape == x.shape for x, y in zip(xs, ys))
+
+
 def mul(tree_x: Tree, tree_y: Tree) -> Tree:
-    """Leafwise ``x * y``."""
-    return _apply(lambda b, xs, ys: b.mul(xs, ys), tree_x, tree_y, names=("tree_x", "tree_y"))
+    """Leafwise ``x * y`` (``y`` may hold 0-d factors, one per leaf; written into ``tree_x`` if
+    it holds intermediate updates that a chain donated, see
+    :func:`optax_torch.consumes_updates`)."""
+
+    def kernel(b, xs, ys, inplace=None):
+        if inplace == 0 and _fits_into(xs, ys):
+            torch._foreach_mul_(xs, ys)
+            return xs
+        return b.mul(xs, ys)
+
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), consumable=0)
 
 
 def div(tree_x: Tree, tree_y: Tree) -> Tree:
-    """Leafwise ``x / y``."""
-    return _apply(lambda b, xs, ys: b.div(xs, ys), tree_x, tree_y, names=("tree_x", "tree_y"))
+    """Leafwise ``x / y`` (``y`` may hold 0-d divisors, one per leaf; written into ``tree_x``
+    as :func:`mul`)."""
+
+    def kernel(b, xs, ys, inplace=None):
+        if inplace == 0 and _fits_into(xs, ys):
+            torch._foreach_div_(xs, ys)
+            return xs
+        return b.div(xs, ys)
+
+    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"), consumable=0)
 
 
 def maximum(tree_x: Tree, tree_y: Tree) -> Tree:
@@ -755,6 +778,8 @@ def div_sqrt(
     eps_root: Scalar = 0.0,
     x_scale: Scalar = 1.0,
     y_scale: Scalar = 1.0,
+    *,
+    into: Tree | None = None,
 ) -> Tree:
     r"""The ratio at the heart of adaptive methods, in two passes over memory:
 
@@ -764,13 +789,22 @@ def div_sqrt(
     e.g. Adam's :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with the bias corrections given as
     the scales. Computed as ``sqrt(y + eps_root / y_scale) / sqrt(1 / y_scale) + eps``, then
     ``x / that * x_scale`` (the order of operations of ``torch.optim.Adam``).
+
+    ``into``: a tree like ``tree_x`` whose buffers the result may be written into, if it holds
+    intermediate updates that a chain donated (the incoming updates of a transformation that
+    reads them for the last time here, e.g. Adam after gradient clipping: no new buffer).
     """
     inv_sqrt_scale = _scalar_sqrt_inv(y_scale)
+    eps_root = _div_scalar(eps_root, y_scale)
 
-    def kernel(b, xs, ys):
-        return b.div_sqrt(xs, ys, eps, _div_scalar(eps_root, y_scale), inv_sqrt_scale, x_scale)
+    def kernel(b, xs, ys, *into_, inplace=None):
+        if inplace == 2 and _same_dtypes(ys, into_[0]):
+            return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale, out=into_[0])
+        return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale)
 
-    return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"))
+    if into is None:
+        return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"))
+    return _apply(kernel, tree_x, tree_y, into, names=("tree_x", "tree_y", "into"), consumable=2)
 
 
 def _scalar_sqrt_inv(s: Scalar) -> Scalar:

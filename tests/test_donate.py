@@ -279,3 +279,67 @@ def test_a_member_that_keeps_its_output_in_its_state_is_never_overwritten(passth
             trace = state[0][1].trace[name]
             torch.testing.assert_close(trace, expected_state[0][1].trace[name])
             torch.testing.assert_close(trace, -got[name])
+
+
+# Members that read their input updates in several operations, the last of which may write its
+# output into them (base._reuses_updates): Adam after clipping, trust ratios, block scalings.
+REUSING = {
+    "adam": lambda: otx.scale_by_adam(),
+    "adam_nesterov": lambda: otx.scale_by_adam(nesterov=True),
+    "adamw": lambda: otx.adamw(1e-2, weight_decay=0.1),
+    "lamb": lambda: otx.lamb(1e-2, weight_decay=0.1),
+    "trust_ratio": lambda: otx.scale_by_trust_ratio(),
+    "param_block_rms": lambda: otx.scale_by_param_block_rms(),
+    "param_block_norm": lambda: otx.scale_by_param_block_norm(),
+    "clip_by_block_rms": lambda: otx.clip_by_block_rms(0.1),
+}
+
+
+def _large_params():  # div_sqrt writes into given buffers from 2**16 elements per tensor on
+    g = torch.Generator().manual_seed(3)
+    return {"w": torch.randn(300, 300, generator=g), "b": torch.randn(70000, generator=g)}
+
+
+@pytest.mark.parametrize("name", sorted(REUSING))
+def test_a_reusing_member_writes_its_output_into_the_donated_updates(name):
+    params = _large_params()
+    store = []
+    inner = REUSING[name]()
+    assert otx.is_consuming_updates(inner)
+    tx = otx.chain(_emitter(store), inner, otx.scale(-1.0))
+    pure_state, state = tx.init(params), tx.init(params)
+    for k in range(3):
+        grads = {
+            n: torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
+            for n, p in params.items()
+        }
+        seen = {n: g.clone() for n, g in grads.items()}
+        expected, pure_state = tx.update(grads, pure_state, params)
+        with otree.donate(state, exclude=(grads, params)):
+            got, state = tx.update(grads, state, params)
+        for n in expected:
+            if name != "adam_nesterov":  # (its bias correction of g takes the buffer)
+                assert got[n] is store[-1][n]  # no new buffer: the emitter's, rescaled in place
+            torch.testing.assert_close(got[n], expected[n], rtol=0, atol=0)
+            torch.testing.assert_close(grads[n], seen[n], rtol=0, atol=0)  # never the caller's
+
+
+def test_reusing_members_never_defer_a_scale_and_keep_what_they_read_again():
+    from optax_torch.base import _may_defer_scale
+
+    assert not _may_defer_scale(otx.scale_by_adam())
+    assert not _may_defer_scale(otx.scale_by_trust_ratio())
+    assert _may_defer_scale(otx.scale(2.0))
+    # Adam with clipping_threshold reads the updates again after its ratio: no reuse.
+    params = _large_params()
+    store = []
+    tx = otx.chain(_emitter(store), otx.scale_by_adam(clipping_threshold=1.0))
+    state = tx.init(params)
+    grads = _grads(params, 0)
+    expected, _ = tx.update(grads, tx.init(params), params)
+    with otree.donate(state, exclude=(grads, params)):
+        got, _ = tx.update(grads, state, params)
+    for n in expected:
+        assert got[n] is not store[-1][n]
+        torch.testing.assert_close(got[n], expected[n], rtol=0, atol=0)
+        torch.testing.assert_close(store[-1][n], 3.0 * grads[n], rtol=0, atol=0)

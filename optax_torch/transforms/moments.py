@@ -7,7 +7,13 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise
+from optax_torch.base import (
+    GradientTransformation,
+    Updates,
+    _reuses_updates,
+    donation_safe,
+    elementwise,
+)
 
 __all__ = [
     "ScaleByAdamState",
@@ -120,6 +126,7 @@ def scale_by_adam(
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
+        into = updates if clipping_threshold is None else None
         mu = tree.update_moment(updates, state.mu, b1, 1)
         nu = tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count_inc = numerics.safe_increment(state.count)
@@ -127,19 +134,23 @@ def scale_by_adam(
         if nesterov and nesterov_shared_debias:
             mu_hat = tree.update_moment(updates, mu, b1, 1)
             mu_scale = tree.debias_factor(b1, count_inc)
-            out = tree.div_sqrt(mu_hat, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+            out = tree.div_sqrt(
+                mu_hat, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale, into=into
+            )
         elif nesterov:
             mu_hat = tree.add_scale(
                 tree.scale(b1, tree.bias_correction(mu, b1, numerics.safe_increment(count_inc))),
                 1 - b1,
                 tree.bias_correction(updates, b1, count_inc),
             )
-            out = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale)
+            out = tree.div_sqrt(mu_hat, nu, eps, eps_root, y_scale=nu_scale, into=into)
         elif not bias_correction:
-            out = tree.div_sqrt(mu, nu, eps, eps_root)
+            out = tree.div_sqrt(mu, nu, eps, eps_root, into=into)
         else:
             mu_scale = tree.debias_factor(b1, count_inc)
-            out = tree.div_sqrt(mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale)
+            out = tree.div_sqrt(
+                mu, nu, eps, eps_root, x_scale=mu_scale, y_scale=nu_scale, into=into
+            )
         if clipping_threshold is not None:
             out = _rms_clip(
                 out,
@@ -152,6 +163,12 @@ def scale_by_adam(
         nu = tree.cast_like(nu, state.nu)
         return updates, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
+    if clipping_threshold is None:
+        # The output may be written into the incoming updates when a chain donates them (Adam
+        # after gradient clipping): they are read for the last time by the operation making it
+        # (div_sqrt, or Nesterov's bias correction of the gradient). The RMS clip reads them
+        # again afterwards.
+        _reuses_updates(update_fn)
     return GradientTransformation(init_fn, update_fn)
 
 
