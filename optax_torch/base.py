@@ -457,7 +457,16 @@ def identity() -> GradientTransformation:
         del params
         return updates, state
 
+    setattr(update_fn, _IDENTITY, True)  # (a chain arms the member before it, see chain)
     return GradientTransformation(init_empty_state, update_fn)
+
+
+_IDENTITY = "_optax_torch_identity"
+
+
+def _is_identity(tx: GradientTransformation) -> bool:
+    """Whether ``tx`` is :func:`identity` (its updates are its input, untouched)."""
+    return bool(getattr(_unwrap(tx.update), _IDENTITY, False))
 
 
 def set_to_zero() -> GradientTransformation:
@@ -523,8 +532,10 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
 
     if is_donation_safe(tx):
         donation_safe(update)
-    if is_consuming_updates(tx):
-        consumes_updates(update)
+    inner = _unwrap(tx.update)
+    for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, _IDENTITY):
+        if getattr(inner, mark, False):
+            setattr(update, mark, True)
     if is_elementwise(tx):
         elementwise(update)
     _forwards_updates(update)

@@ -12,6 +12,7 @@ from optax_torch.base import (
     OptState,
     PyTree,
     _forwards_updates,
+    _is_identity,
     _may_defer_scale,
     _reuses_updates,
     consumes_updates,
@@ -80,7 +81,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         # The TorchOptimizer step may fold a final scale into the parameter update: passed on
         # to the last member when it is handed this chain's very input (tree._deferred_scale).
         final = tree._final.armed is not None and tree._final.armed is updates
-        last = len(transforms) - 1
+        last = last_to_arm
+        kept: set[int] | None = None  # ids never offered, gathered at the first offer
         for i, (s, t) in enumerate(zip(state, transforms)):
             armed = updates if final and i == last and may_defer[i] else None
             with tree._fresh_scope(given if consuming[i] else frozenset()), tree._arm(armed):
@@ -88,14 +90,24 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
             new_state.append(new_s)
             given = frozenset()
             if all_safe and i + 1 < len(transforms) and consuming[i + 1]:
-                kept = tree._ids((inputs, new_state))
-                if mine:
-                    kept -= mine & tree._donated.spent
+                if kept is None:
+                    kept = tree._ids((inputs, new_state))
+                    if mine:  # (only the first member may have spent them)
+                        kept -= mine & tree._donated.spent
+                else:
+                    kept |= tree._ids(new_s)
                 given = tree._offer(out, kept)
+            elif kept is not None:
+                kept |= tree._ids(new_s)
             updates = out
         return updates, tuple(new_state)
 
     consuming = [is_consuming_updates(t) for t in transforms]
+    # The member whose final scale may be folded into the parameter update: the last one, or
+    # the last before trailing identities (rmsprop's ``identity()`` in place of a momentum).
+    last_to_arm = len(transforms) - 1
+    while last_to_arm > 0 and _is_identity(transforms[last_to_arm]):
+        last_to_arm -= 1
     may_defer = [_may_defer_scale(t) for t in transforms]
     all_safe = all(is_donation_safe(t) for t in transforms)
     if all_safe:

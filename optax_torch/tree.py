@@ -399,12 +399,16 @@ def donate(*trees: Tree, exclude: Sequence[Tree] = ()) -> Iterator[None]:
     replaces it: ``optax_torch.is_donation_safe(tx)`` is true for all of the library's
     transformations and the combinators of such (see ``optax_torch.donation_safe``).
     """
-    counts = collections.Counter(
-        builtins.map(id, itertools.chain.from_iterable(builtins.map(leaves, trees)))
+    all_ids = list(builtins.map(id, itertools.chain.from_iterable(builtins.map(leaves, trees))))
+    kept = builtins.set(
+        builtins.map(id, itertools.chain.from_iterable(builtins.map(leaves, exclude)))
     )
-    kept = {id(x) for t in exclude for x in leaves(t)}
     # A tensor that appears twice could be read after being overwritten: never donate it.
-    ids = frozenset(i for i, c in counts.items() if c == 1).difference(kept)
+    ids = frozenset(all_ids)
+    if len(ids) != len(all_ids):
+        counts = collections.Counter(all_ids)
+        ids = frozenset(i for i, c in counts.items() if c == 1)
+    ids = ids.difference(kept)
     _donated.depth += 1
     try:
         with _donating(ids):
@@ -492,8 +496,15 @@ def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
 
 
 def _ids(tree: Tree) -> builtins.set[int]:
-    """The ids of the tensors of ``tree``."""
-    ids = builtins.set(builtins.map(id, _pytree.tree_leaves(tree)))
+    """The ids of the tensors of ``tree`` (of its leaves, ``None`` left out)."""
+    if isinstance(tree, tuple) and not torch.compiler.is_compiling():
+        # (a tuple of trees, a NamedTuple state: its fields, whose lists are usually flat)
+        ids: builtins.set[int] = builtins.set()
+        for t in tree:
+            ids |= _ids(t)
+        return ids
+    xs = tree if _is_flat_list(tree) else _pytree.tree_leaves(tree)
+    ids = builtins.set(builtins.map(id, xs))
     ids.discard(id(None))
     return ids
 
@@ -506,11 +517,15 @@ def _offer(updates: Tree, kept: builtins.set[int]) -> frozenset[int]:
     that no id can be reused meanwhile."""
     if not _donated.depth:
         return frozenset()
-    xs = [x for x in _pytree.tree_leaves(updates) if isinstance(x, torch.Tensor)]
+    xs = updates if _is_flat_list(updates) else _pytree.tree_leaves(updates)
+    xs = [x for x in xs if isinstance(x, torch.Tensor)]
     if not xs:
         return frozenset()
-    counts = collections.Counter(builtins.map(id, xs))
-    return frozenset(i for i, c in counts.items() if c == 1).difference(kept, _donated.ids)
+    ids = frozenset(builtins.map(id, xs))
+    if len(ids) != len(xs):
+        counts = collections.Counter(builtins.map(id, xs))
+        ids = frozenset(i for i, c in counts.items() if c == 1)
+    return ids.difference(kept, _donated.ids)
 
 
 @contextlib.contextmanager
@@ -530,6 +545,8 @@ _dtype_of = operator.attrgetter("dtype")
 
 
 def _same_dtypes(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
+    if xs is ys:
+        return True
     if torch.compiler.is_compiling():  # dynamo cannot trace attrgetter
         return all(x.dtype == y.dtype for x, y in zip(xs, ys))
     return all(builtins.map(operator.eq, builtins.map(_dtype_of, xs), builtins.map(_dtype_of, ys)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up .venv-test (Python 3.11, the package with its test and lint extras), then runs
-# ruff check, ruff format --check, the type check of optax_torch, and pytest.
+# ruff check, ruff format --check, the type check of optax_torch, and pytest (in parallel).
 # Idempotent: an existing .venv-test is reused and the (then quick) install re-checked.
 # Usage: bash scripts/test.sh [pytest arguments]
 #        PYTHON=/path/to/python3.11 bash scripts/test.sh
@@ -36,5 +36,14 @@ else
   "$PY" -m mypy optax_torch
 fi
 
-echo "test.sh: pytest" >&2
-"$PY" -m pytest "$@"
+# pytest runs on pytest-xdist workers, one per core up to 4 (PYTEST_WORKERS overrides; 0 runs in
+# this process), each with one torch thread: the suite is CPU bound and single-threaded per test.
+WORKERS="${PYTEST_WORKERS:-$(
+  "$PY" -c 'import os; print(min(4, len(os.sched_getaffinity(0))))' 2>/dev/null || echo 1
+)}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+echo "test.sh: pytest ($WORKERS worker(s))" >&2
+if [ "$WORKERS" -gt 1 ]; then
+  exec "$PY" -m pytest -n "$WORKERS" "$@"
+fi
+exec "$PY" -m pytest "$@"

@@ -56,7 +56,33 @@ CHAINS = {
     "wrapper_not_forwarding": (lambda: otx.apply_if_finite(otx.adam(1e-2), 3), 1),
     "multi_steps": (lambda: otx.MultiSteps(otx.sgd(0.1), 2).gradient_transformation(), 1),
     "masked": (lambda: otx.masked(otx.scale(-0.1), [True, False, True]), 1),
+    # a trailing identity (rmsprop without momentum) hands the member before it the arming
+    "rmsprop": (lambda: otx.rmsprop(1e-2), -1e-2),
+    "identities_after": (lambda: otx.chain(otx.scale(-0.2), otx.identity(), otx.identity()), -0.2),
+    "rmsprop_momentum": (lambda: otx.rmsprop(1e-2, momentum=0.9), 1),
+    # reusing members (Adam, trust ratios) may write into given updates, never defer a scale
+    "lamb": (lambda: otx.lamb(1e-2, weight_decay=0.1), -1e-2),
+    "clip_then_adamw": (
+        lambda: otx.chain(otx.clip_by_global_norm(0.5), otx.adamw(1e-2, weight_decay=0.1)),
+        -1e-2,
+    ),
+    "adam_last": (lambda: otx.chain(otx.scale(0.5), otx.scale_by_adam()), 1),
 }
+
+
+def test_wrappers_keep_the_exact_marks():
+    from optax_torch import base
+
+    wrapped = base.with_extra_args_support(otx.scale_by_adam())
+    inner = base._unwrap(wrapped.update)
+    assert otx.is_consuming_updates(wrapped)  # a chain may give it its updates ...
+    assert getattr(inner, base._REUSES_UPDATES, False)
+    assert not getattr(inner, base._CONSUMES_UPDATES, False)  # ... it is no final scale
+    scale = base._unwrap(base.with_extra_args_support(otx.scale(2.0)).update)
+    assert getattr(scale, base._CONSUMES_UPDATES, False)
+    with_extra_args_support, _is_identity = base.with_extra_args_support, base._is_identity
+    assert _is_identity(with_extra_args_support(otx.identity()))
+    assert not _is_identity(with_extra_args_support(otx.scale(1.0)))
 
 
 @pytest.mark.parametrize("name", sorted(CHAINS))
