@@ -206,7 +206,7 @@ def scale_by_trust_ratio(
     decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)
     unscaled = isinstance(param_scale, int | float) and param_scale == 1.0
 
-    def block_ratio(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def block_ratio(u: torch.Tensor, p: torch.Tensor) -> Num:
         """The block's trust ratio (0-d, in ``u``'s real dtype)."""
         param_norm = _safe_norm(p if unscaled else p * param_scale, min_norm)
         update_norm = _safe_norm(u, min_norm)
