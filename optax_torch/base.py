@@ -464,6 +464,16 @@ def identity() -> GradientTransformation:
 _IDENTITY = "_optax_torch_identity"
 
 
+def _copy_marks(tx: GradientTransformation, update_fn: Callable, identity: bool = False) -> None:
+    """Gives ``update_fn`` the marks of ``tx.update`` on how it treats donated updates
+    (:func:`consumes_updates`, :func:`_reuses_updates`, and with ``identity`` the mark of
+    :func:`identity`): for a wrapper, or a chain through its first member."""
+    inner = _unwrap(tx.update)
+    for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, *((_IDENTITY,) if identity else ())):
+        if getattr(inner, mark, False):
+            setattr(_unwrap(update_fn), mark, True)
+
+
 def _is_identity(tx: GradientTransformation) -> bool:
     """Whether ``tx`` is :func:`identity` (its updates are its input, untouched)."""
     return bool(getattr(_unwrap(tx.update), _IDENTITY, False))
@@ -532,10 +542,7 @@ def with_extra_args_support(tx: GradientTransformation) -> GradientTransformatio
 
     if is_donation_safe(tx):
         donation_safe(update)
-    inner = _unwrap(tx.update)
-    for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, _IDENTITY):
-        if getattr(inner, mark, False):
-            setattr(update, mark, True)
+    _copy_marks(tx, update, identity=True)
     if is_elementwise(tx):
         elementwise(update)
     _forwards_updates(update)

@@ -11,11 +11,10 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     OptState,
     PyTree,
+    _copy_marks,
     _forwards_updates,
     _is_identity,
     _may_defer_scale,
-    _reuses_updates,
-    consumes_updates,
     donation_safe,
     elementwise,
     is_consuming_updates,
@@ -112,12 +111,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
     all_safe = all(is_donation_safe(t) for t in transforms)
     if all_safe:
         donation_safe(update_fn)
-    if consuming and consuming[0]:
-        # the first member's marker: a chain reads its input updates only through it
-        if is_consuming_updates(transforms[0]) and not _may_defer_scale(transforms[0]):
-            _reuses_updates(update_fn)
-        else:
-            consumes_updates(update_fn)
+    if transforms:  # a chain reads its input updates only through its first member
+        _copy_marks(transforms[0], update_fn)
     if all(is_elementwise(t) for t in transforms):
         elementwise(update_fn)
     _forwards_updates(update_fn)

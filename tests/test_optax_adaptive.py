@@ -8,6 +8,7 @@ at every step.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 from typing import Any
@@ -361,7 +362,63 @@ DTYPE_CASES: dict[str, Any] = {
     "yogi": lambda **kw: otx.yogi(0.01, **kw),
     "radam": lambda **kw: otx.radam(0.01, **kw),
     "adan": lambda **kw: otx.adan(0.01, **kw),
+    "adam": lambda **kw: otx.adam(0.01, **kw),
+    "adamw": lambda **kw: otx.adamw(0.01, weight_decay=0.1, **kw),
 }
+
+
+def test_low_precision_moments_halve_the_adapter_state():
+    """``TorchOptimizer(params, adamw, mu_dtype=bfloat16, nu_dtype=bfloat16)``: half the state
+    bytes of float32 moments (torch's AdamW's), kept across steps and a state_dict round trip."""
+    from optax_torch import TorchOptimizer
+
+    def state_bytes(opt):
+        return sum(
+            v.numel() * v.element_size()
+            for entry in opt.state.values()
+            for v in entry.values()
+            if isinstance(v, torch.Tensor) and v.dim() > 0
+        )
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+    low_model = copy.deepcopy(model)
+    x, y = torch.randn(64, 16), torch.randn(64, 4)
+    kw = dict(lr=1e-2, weight_decay=0.1)
+    full = TorchOptimizer(model.parameters(), otx.adamw, **kw)
+    low = TorchOptimizer(
+        low_model.parameters(), otx.adamw, mu_dtype=torch.bfloat16, nu_dtype=torch.bfloat16, **kw
+    )
+    for _ in range(20):
+        for m, opt in ((model, full), (low_model, low)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+    assert state_bytes(low) * 2 == state_bytes(full)
+    reference = torch.optim.AdamW(copy.deepcopy(model).parameters(), **kw)
+    reference.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    for p, q in zip(model.parameters(), reference.param_groups[0]["params"]):
+        q.grad = p.grad.clone()
+    reference.step()
+    assert state_bytes(full) == sum(
+        v.numel() * v.element_size()
+        for entry in reference.state.values()
+        for v in entry.values()
+        if v.dim() > 0
+    )
+    for p, q in zip(model.parameters(), low_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0.05, atol=5e-3)
+    sd = low.state_dict()
+    again = TorchOptimizer(
+        copy.deepcopy(low_model).parameters(),
+        otx.adamw,
+        mu_dtype=torch.bfloat16,
+        nu_dtype=torch.bfloat16,
+        **kw,
+    )
+    again.load_state_dict(sd)
+    assert state_bytes(again) == state_bytes(low)
 
 
 @pytest.mark.parametrize("name", sorted(DTYPE_CASES))

@@ -51,10 +51,13 @@ def adam(
     mu_dtype: torch.dtype | None = None,
     *,
     nesterov: bool = False,
+    nu_dtype: torch.dtype | None = None,
 ) -> GradientTransformationExtraArgs:
     r"""Adam: ``chain(scale_by_adam(...), scale_by_learning_rate(learning_rate))``.
 
     See :func:`optax_torch.scale_by_adam` for the math. Reference: Kingma & Ba, 2014.
+    ``nu_dtype`` (keyword-only extension) is the second moment's dtype: with
+    ``mu_dtype=nu_dtype=torch.bfloat16`` the state of float32 parameters takes half the memory.
 
     Example::
 
@@ -62,7 +65,13 @@ def adam(
     """
     return chain(
         T.scale_by_adam(
-            b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+            nesterov=nesterov,
         ),
         T.scale_by_learning_rate(learning_rate),
     )
@@ -79,6 +88,7 @@ def adamw(
     mask: Any | Callable[[Any], Any] | None = None,
     *,
     nesterov: bool = False,
+    nu_dtype: torch.dtype | None = None,
 ) -> GradientTransformationExtraArgs:
     r"""AdamW: Adam with decoupled weight decay.
 
@@ -88,6 +98,9 @@ def adamw(
     decay to the parameters just before the Adam step).
 
     Note the default ``weight_decay=1e-4`` (optax's); ``torch.optim.AdamW`` defaults to ``1e-2``.
+    ``nu_dtype`` (keyword-only extension) is the second moment's dtype: with
+    ``mu_dtype=nu_dtype=torch.bfloat16`` the state of float32 parameters takes half the memory
+    (``TorchOptimizer(params, adamw, lr=1e-3, mu_dtype=..., nu_dtype=...)``).
     Reference: Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
 
     Example::
@@ -97,7 +110,13 @@ def adamw(
     check_non_negative("weight_decay", weight_decay)
     return chain(
         T.scale_by_adam(
-            b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+            nesterov=nesterov,
         ),
         T.add_decayed_weights(weight_decay, mask),
         T.scale_by_learning_rate(learning_rate),

@@ -68,6 +68,7 @@ def scale_by_adam(
     nesterov_shared_debias: bool = False,
     clipping_threshold: float | None = None,
     bias_correction: bool = True,
+    nu_dtype: torch.dtype | None = None,
 ) -> GradientTransformation:
     r"""Rescales updates by Adam's bias-corrected moment estimates.
 
@@ -90,6 +91,9 @@ def scale_by_adam(
       eps: added to the denominator outside the square root.
       eps_root: added inside the square root (useful when differentiating through the step).
       mu_dtype: optional dtype of the first moment (e.g. ``torch.bfloat16`` to save memory).
+      nu_dtype: *extension* (not in optax), keyword-only: optional dtype of the second moment
+        (with ``mu_dtype``, ``torch.bfloat16`` halves the state of float32 parameters; the
+        moments are updated in the gradients' precision and rounded once per step).
       nesterov: use Nesterov momentum.
       nesterov_shared_debias: *extension* (not in optax), default ``False``; with ``nesterov``,
         debias :math:`\beta_1 m_k + (1-\beta_1) g_k` by :math:`1-\beta_1^k` as a whole.
@@ -119,7 +123,7 @@ def scale_by_adam(
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=tree.zeros_like(params, dtype=mu_dtype),
-            nu=tree.zeros_like(params),
+            nu=tree.zeros_like(params, dtype=nu_dtype),
         )
 
     @elementwise
