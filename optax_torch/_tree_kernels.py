@@ -31,13 +31,19 @@ def _is_zero(s: Scalar) -> bool:
 
 
 def _as_number(s: Scalar) -> Scalar:
-    """A CPU scalar tensor that needs no autograd becomes an exact Python number."""
+    """A CPU scalar tensor that needs no autograd becomes an exact Python number.
+
+    Not under ``torch.compile``: dynamo traces ``.item()`` of a hyperparameter tensor into an
+    unbacked symbolic float, which DTensor's sharding propagation cannot hash ("could not guard
+    on data-dependent expression"); the compiled kernels take the 0-d tensor as it is.
+    """
     if (
         isinstance(s, torch.Tensor)
         and s.device.type == "cpu"
         and s.dim() == 0
         and not s.requires_grad
         and not torch._C._are_functorch_transforms_active()  # a batched scalar has no one value
+        and not torch.compiler.is_compiling()
     ):
         return s.item()
     return s

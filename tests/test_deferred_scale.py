@@ -61,6 +61,7 @@ CHAINS = {
     "identities_after": (lambda: otx.chain(otx.scale(-0.2), otx.identity(), otx.identity()), -0.2),
     "rmsprop_momentum": (lambda: otx.rmsprop(1e-2, momentum=0.9), 1),
     # reusing members (Adam, trust ratios) may write into given updates, never defer a scale
+    "lamb": (lambda: otx.lamb(1e-2, weight_decay=0.1), -1e-2),
     "clip_then_adamw": (
         lambda: otx.chain(otx.clip_by_global_norm(0.5), otx.adamw(1e-2, weight_decay=0.1)),
         -1e-2,

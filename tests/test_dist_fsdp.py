@@ -68,7 +68,10 @@ SCENARIOS: dict[str, tuple[Callable[[Any], Any], str]] = {
     # through the same path (tests/test_dist_ddp_zero.py compiles them under DDP).
     "compiled_clip_adamw": (_compiled(_clip_adamw, lr=1e-2), "compiled"),
 }
-TP_ONLY = {"compiled_adamw": (_compiled(otx.adamw, lr=1e-2, weight_decay=0.1), "compiled")}
+TP_ONLY = {
+    "compiled_adamw": (_compiled(otx.adamw, lr=1e-2, weight_decay=0.1), "compiled"),
+    "compiled_lamb": (_compiled(otx.lamb, lr=1e-2), "compiled"),
+}
 TP_SCENARIOS = ["adamw", "clip_adamw", "lamb", "adafactor", "torch_AdamW", "compiled_adamw"]
 DCP_SCENARIOS = ["adamw", "clip_adamw", "adafactor", "torch_AdamW"]
 
@@ -389,6 +392,34 @@ def test_fsdp2_step_communication(fsdp, name):
 
 
 FUNCTIONAL = ["functional_adamw", "functional_clip_lamb", "functional_adafactor"]
+
+
+def _tp_compiled_worker(rank: int, world: int) -> dict[str, float]:
+    """The compiled scenarios alone, first in a fresh process (no eager step before them)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    mesh = init_device_mesh("cpu", (world,))
+    xs = _data(1)
+    errs = {}
+    for name in ("compiled_adamw", "compiled_lamb"):
+        ref = _reference(name, xs)
+        model = parallelize_module(_model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+        _train(model, _make(name)(model.parameters()), xs)
+        errs[name] = _max_err(model, ref)
+    return errs
+
+
+def test_compiled_step_on_dtensors_first_in_a_process():
+    """A compiled step reads its tensor hyperparameters (betas, ...) as tensors, never with
+    ``.item()``: dynamo turns that into an unbacked float, which DTensor's sharding propagation
+    cannot hash (it failed with "could not guard on data-dependent expression")."""
+    for errs in run(_tp_compiled_worker, 1):
+        assert max(errs.values()) < 1e-13, errs
 
 
 @pytest.mark.parametrize("name", [*TP_SCENARIOS, *FUNCTIONAL, "functional_sgd_schedule"])

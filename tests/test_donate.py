@@ -282,11 +282,16 @@ def test_a_member_that_keeps_its_output_in_its_state_is_never_overwritten(passth
 
 
 # Members that read their input updates in several operations, the last of which may write its
-# output into them (base._reuses_updates): Adam after clipping.
+# output into them (base._reuses_updates): Adam after clipping, trust ratios, block scalings.
 REUSING = {
     "adam": lambda: otx.scale_by_adam(),
     "adam_nesterov": lambda: otx.scale_by_adam(nesterov=True),
     "adamw": lambda: otx.adamw(1e-2, weight_decay=0.1),
+    "lamb": lambda: otx.lamb(1e-2, weight_decay=0.1),
+    "trust_ratio": lambda: otx.scale_by_trust_ratio(),
+    "param_block_rms": lambda: otx.scale_by_param_block_rms(),
+    "param_block_norm": lambda: otx.scale_by_param_block_norm(),
+    "clip_by_block_rms": lambda: otx.clip_by_block_rms(0.1),
 }
 
 
@@ -323,6 +328,7 @@ def test_reusing_members_never_defer_a_scale_and_keep_what_they_read_again():
     from optax_torch.base import _may_defer_scale
 
     assert not _may_defer_scale(otx.scale_by_adam())
+    assert not _may_defer_scale(otx.scale_by_trust_ratio())
     assert _may_defer_scale(otx.scale(2.0))
     # Adam with clipping_threshold reads the updates again after its ratio: no reuse.
     params = _large_params()

@@ -8,7 +8,13 @@ from typing import Any
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, donation_safe, elementwise
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    _reuses_updates,
+    donation_safe,
+    elementwise,
+)
 from optax_torch.transforms.normalization import _like, unitwise_norm
 
 __all__ = [
@@ -103,19 +109,20 @@ def clip_by_block_rms(threshold: Num) -> GradientTransformation:
     """
     _validate.check_non_negative("threshold", threshold)
 
-    def clip_block(u: torch.Tensor) -> torch.Tensor:
+    def block_divisor(u: torch.Tensor) -> torch.Tensor:
         rms = torch.sqrt(torch.mean(numerics.abs_sq(u)))
-        denom = torch.clamp(rms / _like(threshold, rms), min=1.0)
-        return u / denom
+        return torch.clamp(rms / _like(threshold, rms), min=1.0)
 
     def init_fn(params):
         del params
         return ClipByBlockRMSState()
 
+    # divided in place when a chain donates the updates (one divisor per block, then one div)
     @donation_safe
+    @_reuses_updates
     def update_fn(updates, state, params=None):
         del params
-        return tree.map(clip_block, updates), state
+        return tree.div(updates, tree.map(block_divisor, updates)), state
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, donation_safe
+from optax_torch.base import EmptyState, GradientTransformation, _reuses_updates, donation_safe
 
 __all__ = [
     "ScaleByTrustRatioState",
@@ -83,12 +83,14 @@ def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
         del params
         return EmptyState()
 
+    # scaled in place when a chain donates the updates (one factor per block, then one mul)
     @donation_safe
+    @_reuses_updates
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_param_block_norm"))
-        updates = tree.map(lambda u, p: u * _like(_safe_norm(p, min_scale), u), updates, params)
-        return updates, state
+        factors = tree.map(lambda u, p: _like(_safe_norm(p, min_scale), u), updates, params)
+        return tree.mul(updates, factors), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -117,16 +119,14 @@ def scale_by_param_block_rms(min_scale: Num = 1e-3) -> GradientTransformation:
         del params
         return EmptyState()
 
+    # scaled in place when a chain donates the updates (one factor per block, then one mul)
     @donation_safe
+    @_reuses_updates
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_param_block_rms"))
-        updates = tree.map(
-            lambda u, p: u * _like(_safe_rms(p, min_scale), u),
-            updates,
-            params,
-        )
-        return updates, state
+        factors = tree.map(lambda u, p: _like(_safe_rms(p, min_scale), u), updates, params)
+        return tree.mul(updates, factors), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -206,7 +206,8 @@ def scale_by_trust_ratio(
     decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)
     unscaled = isinstance(param_scale, int | float) and param_scale == 1.0
 
-    def scale_block(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def block_ratio(u: torch.Tensor, p: torch.Tensor) -> Num:
+        """The block's trust ratio (0-d, in ``u``'s real dtype)."""
         param_norm = _safe_norm(p if unscaled else p * param_scale, min_norm)
         update_norm = _safe_norm(u, min_norm)
         if decays:
@@ -218,22 +219,29 @@ def scale_by_trust_ratio(
         ratio = torch.where(zero_norm, torch.ones_like(ratio), ratio)
         if trust_clip is not None:
             ratio = torch.clamp(ratio / _like(trust_clip, ratio), max=1.0)
-        if decays:  # torch.add with alpha: the decayed update as timm and apex compute it
-            if isinstance(weight_decay, torch.Tensor):
-                u = u + _like(weight_decay, p) * p
-            else:
-                u = torch.add(u, p, alpha=weight_decay)
-        return u * _like(ratio, u)
+        return _like(ratio, u)
+
+    def decayed(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        # torch.add with alpha: the decayed update as timm and apex compute it
+        if isinstance(weight_decay, torch.Tensor):
+            return u + _like(weight_decay, p) * p
+        return torch.add(u, p, alpha=weight_decay)
 
     def init_fn(params):
         del params
         return ScaleByTrustRatioState()
 
+    # The ratios are read from the incoming updates first; the scaled updates may then be
+    # written into them (when a chain donates them: Lamb after its weight decay).
     @donation_safe
+    @_reuses_updates
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_trust_ratio"))
-        return tree.map(scale_block, updates, params), state
+        ratios = tree.map(block_ratio, updates, params)
+        if decays:
+            updates = tree.map(decayed, updates, params)
+        return tree.mul(updates, ratios), state
 
     return GradientTransformation(init_fn, update_fn)
 
