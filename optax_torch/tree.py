@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.utils._pytree as _py_pytree  # the node registry (register_pytree_node fills both)
 
 # The leaf-level kernels live in a private sibling module; nothing else of ours is imported here.
 from optax_torch._tree_kernels import _as_number, _Foreach, _is_zero, _PerLeaf
@@ -136,10 +137,65 @@ def _is_flat_list(tree: Any) -> bool:
     )
 
 
+# Treespecs of trees made of tuples, NamedTuples and lists of leaves (optimizer states, lists of
+# trees), by a hashable key of their structure: flattening them in Python is ~10x faster than
+# the registry-driven flatten (~0.3 us per leaf), as for flat lists above.
+_nested_specs: dict[Any, Any] = {}
+_LEAF_KEY = "."
+
+
+def _nested_leaves(tree: Any, out: list[Any]) -> Any:
+    """Appends the leaves of ``tree`` to ``out`` and returns a key of its structure, when it is
+    made of tuples, NamedTuples (not registered as pytree nodes of their own) and lists down to
+    tensor or ``None`` leaves; ``None`` (with ``out`` partly filled) for any other tree."""
+    t = type(tree)
+    if t in _COMMON_LEAF_TYPES:
+        out.append(tree)
+        return _LEAF_KEY
+    if t is list:
+        if _is_flat_list(tree):
+            out.extend(tree)
+            return len(tree)
+    elif not (t is tuple or (issubclass(t, tuple) and hasattr(t, "_fields"))) or (
+        t in _py_pytree.SUPPORTED_NODES and t is not tuple
+    ):
+        return None
+    keys = []
+    for x in tree:
+        key = _nested_leaves(x, out)
+        if key is None:
+            return None
+        keys.append(key)
+    return t, tuple(keys)
+
+
+def _nested(tree: Any) -> tuple[list[Any], Any] | None:
+    """``(leaves, key)`` by :func:`_nested_leaves`, or ``None`` (also under compile)."""
+    t = type(tree)
+    if (t is not tuple and t is not list and not hasattr(t, "_fields")) or (
+        torch.compiler.is_compiling()
+    ):
+        return None
+    out: list[Any] = []
+    key = _nested_leaves(tree, out)
+    return None if key is None else (out, key)
+
+
 def flatten(tree: Tree) -> tuple[list[Any], Any]:
     """Returns ``(leaves, treespec)``; ``None`` counts as a leaf."""
     if _is_flat_list(tree):
         return list(tree), _list_spec(len(tree))
+    nested = _nested(tree)
+    if nested is not None:
+        xs, key = nested
+        spec = _nested_specs.get(key)
+        if spec is None:
+            xs, spec = _pytree.tree_flatten(tree)
+            if len(_nested_specs) > 1024:
+                _nested_specs.clear()
+            if spec.num_leaves == len(nested[0]):
+                _nested_specs[key] = spec
+        return xs, spec
     return _pytree.tree_flatten(tree)
 
 
@@ -157,7 +213,9 @@ def leaves(tree: Tree) -> list[Any]:
     """The leaves of ``tree`` in flattening order, ``None`` leaves removed."""
     if _is_flat_list(tree):
         return [x for x in tree if x is not None]
-    return [x for x in _pytree.tree_leaves(tree) if x is not None]
+    nested = _nested(tree)
+    xs = _pytree.tree_leaves(tree) if nested is None else nested[0]
+    return [x for x in xs if x is not None]
 
 
 def structure(tree: Tree) -> Any:
@@ -497,13 +555,19 @@ def _take_fresh(xs: list[Any], like: list[Any]) -> bool:
 
 def _ids(tree: Tree) -> builtins.set[int]:
     """The ids of the tensors of ``tree`` (of its leaves, ``None`` left out)."""
-    if isinstance(tree, tuple) and not torch.compiler.is_compiling():
-        # (a tuple of trees, a NamedTuple state: its fields, whose lists are usually flat)
+    nested = None if _is_flat_list(tree) else _nested(tree)
+    if nested is not None:
+        xs = nested[0]
+    elif _is_flat_list(tree):
+        xs = tree
+    elif isinstance(tree, tuple | list) and not torch.compiler.is_compiling():
+        # (a tuple or list of trees, some of other kinds: each on its own)
         ids: builtins.set[int] = builtins.set()
         for t in tree:
             ids |= _ids(t)
         return ids
-    xs = tree if _is_flat_list(tree) else _pytree.tree_leaves(tree)
+    else:
+        xs = _pytree.tree_leaves(tree)
     ids = builtins.set(builtins.map(id, xs))
     ids.discard(id(None))
     return ids

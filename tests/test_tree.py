@@ -70,6 +70,43 @@ def test_flatten_keeps_none_as_leaf_and_roundtrips():
     assert otree.structure(t) == otree.structure(make_tree(1))
 
 
+class _Pair(NamedTuple):
+    a: object
+    b: object
+
+
+def _nested_trees():
+    t = [torch.randn(2) for _ in range(3)]
+    return [
+        (_Pair(torch.tensor(1), [t[0], None, t[1]]), otx.EmptyState()),
+        (),
+        [t, (t[2], None), [], _Pair([t[0]], ())],
+        (_Pair(t[0], {"x": t[1], "y": [t[2]]}), [t[1]]),  # a dict inside: the registry's flatten
+        [[None, None], (None,)],
+        _Pair(t, _Pair(t[0], t[1])),
+    ]
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_nested_tuples_and_lists_flatten_as_the_registry(k):
+    """Trees of tuples, NamedTuples and lists (optimizer states) flatten by a Python shortcut
+    with a cached treespec: same leaves (the same objects) and treespec as torch's pytree, on the
+    first call and on the cached ones, and the leaves, ids and unflatten agree."""
+    import torch.utils._cxx_pytree as cx
+
+    t = _nested_trees()[k]
+    want_leaves, want_spec = cx.tree_flatten(t)
+    for _ in range(2):
+        got_leaves, got_spec = otree.flatten(t)
+        assert got_spec == want_spec
+        assert len(got_leaves) == len(want_leaves)
+        assert all(a is b for a, b in zip(got_leaves, want_leaves))
+        assert [id(x) for x in otree.leaves(t)] == [id(x) for x in want_leaves if x is not None]
+        assert otree._ids(t) == {id(x) for x in want_leaves if x is not None}
+        back = otree.unflatten(got_spec, got_leaves)
+        assert cx.tree_structure(back) == want_spec
+
+
 def test_leaves_drops_none():
     t = _x()
     assert len(otree.leaves(t)) == 7

@@ -484,12 +484,14 @@ class TorchOptimizer(Optimizer):
         present = [g for g in grads if g is not None]
         all_grad = len(present) == len(grads)
         # Checked over the whole list at once (per step, on thousands of tensors); the loop that
-        # names the offending parameter runs only on failure.
+        # names the offending parameter runs only on failure. The shapes are compared pairwise as
+        # they are made: a list of a thousand torch.Size objects would trigger the garbage
+        # collector at every step, and now and then a full collection (~0.2 s with torch loaded).
         ps = params if all_grad else [p for p, g in zip(params, grads) if g is not None]
         if (
             (not self._accepts_sparse_grads and any(map(_IS_SPARSE, present)))
-            or list(map(_SHAPE, present)) != list(map(_SHAPE, ps))
-            or list(map(_DTYPE, present)) != list(map(_DTYPE, ps))
+            or any(map(operator.ne, map(_SHAPE, present), map(_SHAPE, ps)))
+            or any(map(operator.ne, map(_DTYPE, present), map(_DTYPE, ps)))
         ):
             self._check_grads(gi, params, grads)
         return (grads if present else None), all_grad
