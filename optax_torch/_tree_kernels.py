@@ -164,6 +164,10 @@ class _Foreach:
         return torch._foreach_abs(xs)
 
     @staticmethod
+    def sign(xs):
+        return torch._foreach_sign(xs)
+
+    @staticmethod
     def pow(xs, p):
         return torch._foreach_pow(xs, p)
 
@@ -303,6 +307,10 @@ class _PerLeaf:
     @staticmethod
     def abs(xs):
         return [torch.abs(x) for x in xs]
+
+    @staticmethod
+    def sign(xs):
+        return [torch.sign(x) for x in xs]
 
     @staticmethod
     def pow(xs, p):

@@ -83,6 +83,7 @@ __all__ = [
     "scale",
     "set",
     "size",
+    "sign",
     "sqrt",
     "structure",
     "sub",
@@ -605,6 +606,20 @@ def _fresh_scope(ids: frozenset[int]) -> Iterator[None]:
         _donated.fresh = prev - _donated.spent if prev else prev
 
 
+@contextlib.contextmanager
+def _owned(tree: Tree, others: Tree) -> Iterator[None]:
+    """Inside a :func:`donate` block, lets the operations of the block overwrite ``tree`` — a
+    temporary the calling transformation made and reads no more — as they do intermediate
+    updates (``consumable``). Tensors also in ``others`` (the caller's inputs and state: an
+    operation may have returned one of them as it was) or in the donated state are left alone.
+    Outside a donation block (a pure ``update``) this does nothing."""
+    if not _donated.depth:
+        yield
+        return
+    with _fresh_scope(_offer(tree, _ids(others))):
+        yield
+
+
 _dtype_of = operator.attrgetter("dtype")
 
 
@@ -909,6 +924,19 @@ def sqrt(tree: Tree) -> Tree:
 def abs(tree: Tree) -> Tree:
     """Leafwise absolute value."""
     return _apply(lambda b, xs: b.abs(xs), tree)
+
+
+def sign(tree: Tree) -> Tree:
+    """Leafwise sign, -1, 0 or 1 (written into ``tree`` if it holds updates that were donated,
+    see :func:`optax_torch.consumes_updates`)."""
+
+    def kernel(b, xs, inplace=None):
+        if inplace == 0:
+            torch._foreach_sign_(xs)
+            return xs
+        return b.sign(xs)
+
+    return _apply(kernel, tree, consumable=0)
 
 
 def clip(tree: Tree, min_value: Scalar | None = None, max_value: Scalar | None = None) -> Tree:

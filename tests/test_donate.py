@@ -343,3 +343,54 @@ def test_reusing_members_never_defer_a_scale_and_keep_what_they_read_again():
         assert got[n] is not store[-1][n]
         torch.testing.assert_close(got[n], expected[n], rtol=0, atol=0)
         torch.testing.assert_close(store[-1][n], 3.0 * grads[n], rtol=0, atol=0)
+
+
+def _allocated_numel(fn) -> int:
+    """Elements of the tensors that the out-of-place aten operations called by ``fn`` return."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    total = 0
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal total
+            out = func(*args, **(kwargs or {}))
+            schema = func._schema
+            if not schema.is_mutable and not any(a.alias_info for a in schema.returns):
+                total += sum(t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            return out
+
+    with Count():
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("mode", ["hard", "smooth"])
+def test_lion_writes_its_own_temporaries_in_place_when_donated(mode):
+    """Lion's ``sign(b1 m + (1 - b1) g)``: under donation both operations write into the buffer
+    that ``b1 m`` made (one parameter-sized allocation; the smooth variant's ``tanh(beta c)``
+    is a map of its own and makes two more), with the pure step's numbers; the gradients and the new state are left alone."""
+    params = _large_params()
+    tx = otx.scale_by_lion(mode=mode)
+    n = sum(p.numel() for p in params.values())
+    pure_state, state = tx.init(params), tx.init(params)
+    for k in range(3):
+        grads = _grads(params, k)
+        seen = {name: g.clone() for name, g in grads.items()}
+        expected, pure_state = tx.update(grads, pure_state, params)
+
+        def donated():
+            nonlocal state, got
+            with otree.donate(state, exclude=(grads, params)):
+                got, state = tx.update(grads, state, params)
+
+        got = None
+        allocated = _allocated_numel(donated)
+        buffers = 1 if mode == "hard" else 3  # (+ the 0-d step count)
+        assert buffers * n <= allocated <= buffers * n + 16, (allocated, n)
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+            torch.testing.assert_close(grads[name], seen[name], rtol=0, atol=0)
+            torch.testing.assert_close(state.mu[name], pure_state.mu[name], rtol=0, atol=0)
+            assert got[name] is not state.mu[name]

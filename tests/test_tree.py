@@ -190,6 +190,7 @@ def test_unary_ops_match_numpy(tree_backend):
     pos = like_tree(make_tree(1), seed=4, low=0.1, high=3.0)
     assert_trees_close(otree.sqrt(pos), numpy_map(np.sqrt, pos), rtol=RTOL, check_dtype=True)
     assert_trees_close(otree.abs(x), numpy_map(np.abs, x), rtol=0, check_dtype=True)
+    assert_trees_close(otree.sign(x), numpy_map(np.sign, x), rtol=0, check_dtype=True)
 
 
 @pytest.mark.parametrize("s", [0.37, -2.0, 3])

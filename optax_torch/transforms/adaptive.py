@@ -557,8 +557,17 @@ def scale_by_lion(
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
-        c = tree.add_scale(tree.scale(b1, tree.cast_like(state.mu, updates)), 1 - b1, updates)
-        new_updates = tree.map(sign_of, c)
+        # b1 m + (1 - b1) g, then its sign: when the adapter donates, both operations write into
+        # the buffer that b1 m made (one update buffer per step, as torch.optim-style Lions).
+        inputs = (updates, state)
+        b1_mu = tree.scale(b1, tree.cast_like(state.mu, updates))
+        with tree._owned(b1_mu, inputs):
+            c = tree.add_scale(b1_mu, 1 - b1, updates)
+        if mode == "hard":
+            with tree._owned(c, inputs):
+                new_updates = tree.sign(c)
+        else:
+            new_updates = tree.map(sign_of, c)
         mu = tree.cast_like(tree.update_moment(updates, state.mu, b2, 1), state.mu)
         count_inc = numerics.safe_increment(state.count)
         return new_updates, ScaleByLionState(count=count_inc, mu=mu)
