@@ -370,7 +370,8 @@ def _allocated_numel(fn) -> int:
 def test_lion_writes_its_own_temporaries_in_place_when_donated(mode):
     """Lion's ``sign(b1 m + (1 - b1) g)``: under donation both operations write into the buffer
     that ``b1 m`` made (one parameter-sized allocation; the smooth variant's ``tanh(beta c)``
-    is a map of its own and makes two more), with the pure step's numbers; the gradients and the new state are left alone."""
+    is a map of its own and makes two more), with the pure step's numbers; the gradients and
+    the new state are left alone."""
     params = _large_params()
     tx = otx.scale_by_lion(mode=mode)
     n = sum(p.numel() for p in params.values())
