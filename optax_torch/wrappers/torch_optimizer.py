@@ -157,6 +157,8 @@ class TorchOptimizer(Optimizer):
     # Stamp state dicts with the optax_torch format version (wrappers/_format.py). The drop-ins
     # do not: their layout is their original's, key for key (a stamped dict still loads).
     _format_stamp: ClassVar[bool] = True
+    # Why the step cannot be compiled (compile_step then refuses with it), or None.
+    _not_compilable: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -256,7 +258,16 @@ class TorchOptimizer(Optimizer):
 
         Returns:
           ``self``.
+
+        Raises:
+          NotImplementedError: for the few drop-ins whose step cannot be traced (``timm.Kron``,
+            ``torch_optim.Muon``, ``torch_optim.SparseAdam``), with the reason.
         """
+        if self._not_compilable is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}: the step cannot be compiled ({self._not_compilable}); "
+                "run it eagerly"
+            )
         if flat is not None and not isinstance(flat, bool):
             raise TypeError(f"compile_step: flat must be True, False or None, got {flat!r}")
         self._otx_compile = dict(options)

@@ -115,6 +115,11 @@ class Kron(TorchOptimDropIn):
     in timm's ``Kron``.
     """
 
+    _not_compilable = (
+        "draws from a Python random.Random whose state is a tensor of the optimizer state, rebuilt "
+        "with .tolist() at each step: data-dependent Python, not traceable"
+    )
+
     _complex_as_real: ClassVar[bool] = False
     # Per-parameter counts live in the transform's state (one per leaf); the Python generator is
     # group-wide and must not be split by the adapter's per-parameter steps.

@@ -114,6 +114,11 @@ class Muon(TorchOptimDropIn):
     ``lr * 1e-2`` (float64 runs match torch to 1e-15).
     """
 
+    _not_compilable = (
+        "torch.optim.Muon's Newton-Schulz coefficients are read with ns_coeffs.tolist(), which "
+        "dynamo does not trace on a float tensor"
+    )
+
     _complex_as_real: ClassVar[bool] = False  # Muon takes real 2-d parameters only
     _state_key_map: ClassVar[dict[str, str]] = {"0.mu": "momentum_buffer"}
 

@@ -65,6 +65,8 @@ class SparseAdam(TorchOptimDropIn):
     (torch's type), so that ``torch.optim.SparseAdam`` loads it exactly.
     """
 
+    _not_compilable = "it takes sparse COO gradients, which dynamo does not trace"
+
     _complex_as_real: ClassVar[bool] = False  # torch's SparseAdam rejects complex parameters
     _state_key_map: ClassVar[dict[str, str]] = {
         "1.count": "step",
