@@ -462,14 +462,25 @@ def identity() -> GradientTransformation:
 
 
 _IDENTITY = "_optax_torch_identity"
+# On scale's update when its factor is a Python number: inside the adapter's step it always
+# leaves that factor to the caller (tree._deferred_scale), so a chain may arm the member
+# before it for a deferred weight decay.
+_SCALES_BY_NUMBER = "_optax_torch_scales_by_number"
+
+
+def _scales_by_number(tx: GradientTransformation) -> bool:
+    """Whether ``tx`` is :func:`optax_torch.scale` by a Python number."""
+    return bool(getattr(_unwrap(tx.update), _SCALES_BY_NUMBER, False))
 
 
 def _copy_marks(tx: GradientTransformation, update_fn: Callable, identity: bool = False) -> None:
     """Gives ``update_fn`` the marks of ``tx.update`` on how it treats donated updates
-    (:func:`consumes_updates`, :func:`_reuses_updates`, and with ``identity`` the mark of
-    :func:`identity`): for a wrapper, or a chain through its first member."""
+    (:func:`consumes_updates`, :func:`_reuses_updates`, and with ``identity`` the marks of
+    :func:`identity` and of a scale by a number): for a wrapper, or a chain through its first
+    member."""
     inner = _unwrap(tx.update)
-    for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, *((_IDENTITY,) if identity else ())):
+    exact = (_IDENTITY, _SCALES_BY_NUMBER) if identity else ()
+    for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, *exact):
         if getattr(inner, mark, False):
             setattr(_unwrap(update_fn), mark, True)
 

@@ -15,6 +15,7 @@ from optax_torch.base import (
     _forwards_updates,
     _is_identity,
     _may_defer_scale,
+    _scales_by_number,
     donation_safe,
     elementwise,
     is_consuming_updates,
@@ -84,7 +85,12 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         kept: set[int] | None = None  # ids never offered, gathered at the first offer
         for i, (s, t) in enumerate(zip(state, transforms)):
             armed = updates if final and i == last and may_defer[i] else None
-            with tree._fresh_scope(given if consuming[i] else frozenset()), tree._arm(armed):
+            decay_armed = updates if final and i == decay_to_arm else None
+            with (
+                tree._fresh_scope(given if consuming[i] else frozenset()),
+                tree._arm(armed),
+                tree._arm_decay(decay_armed),
+            ):
                 out, new_s = t.update(updates, s, params, **extra_args)
             new_state.append(new_s)
             given = frozenset()
@@ -108,6 +114,16 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
     while last_to_arm > 0 and _is_identity(transforms[last_to_arm]):
         last_to_arm -= 1
     may_defer = [_may_defer_scale(t) for t in transforms]
+    # The member before a last ``scale`` by a Python number (which always defers) may leave a
+    # weight decay of the parameters to the caller too (``adamw``: add_decayed_weights, then
+    # the learning rate; tree._deferred_scale).
+    decay_to_arm = (
+        last_to_arm - 1
+        if last_to_arm >= 1
+        and may_defer[last_to_arm - 1]
+        and _scales_by_number(transforms[last_to_arm])
+        else None
+    )
     all_safe = all(is_donation_safe(t) for t in transforms)
     if all_safe:
         donation_safe(update_fn)

@@ -493,13 +493,16 @@ def _donating(ids: frozenset[int]) -> Iterator[None]:
 class _Final(threading.local):
     armed: Any = None  # the updates tree whose final scaling may be deferred, or None
     factor: Any = None  # the deferred factor (a Python number), or None
+    params: Any = None  # the parameters the caller adds the updates to, or None
+    decay_armed: Any = None  # the updates tree whose weight decay may be deferred, or None
+    decay: Any = None  # a deferred weight decay (a Python number) of those parameters, or None
 
 
 _final = _Final()
 
 
 @contextlib.contextmanager
-def _deferred_scale(updates: Tree) -> Iterator[_Final]:
+def _deferred_scale(updates: Tree, params: Tree = None) -> Iterator[_Final]:
     """Lets the transformation run in the block leave its final ``tree.scale`` to the caller.
 
     The ``TorchOptimizer`` step adds the updates to the parameters with a multi-tensor
@@ -510,15 +513,36 @@ def _deferred_scale(updates: Tree) -> Iterator[_Final]:
     tree unscaled and records the factor in the yielded object (``factor``; ``None`` if nothing
     was deferred): the caller must then apply ``factor * updates``. Only transformations marked
     ``consumes_updates`` (their one operation computes their output) or ``_forwards_updates``
-    (their output is an inner transformation's) are armed; any other sees nothing."""
-    prev = (_final.armed, _final.factor)
-    _final.armed, _final.factor = updates, None
+    (their output is an inner transformation's) are armed; any other sees nothing.
+
+    With ``params`` (the tensors the caller will update), a decoupled weight decay before that
+    final scale may be left to the caller too: :func:`add_scale` called with the tree armed for
+    it (:func:`_arm_decay`), a Python number ``d`` and ``params`` itself returns the tree as it
+    is and records ``decay = d``; the caller then computes ``p + factor * (u + d p)`` as
+    ``p * (1 + factor d) + factor u`` (torch's AdamW: ``p.mul_(1 - lr wd)`` and one update
+    pass, where adding ``d p`` to the updates costs a pass more). :func:`optax_torch.chain` arms
+    the member before its last only when that last member is a ``scale`` by a Python number,
+    which always defers."""
+    prev = (_final.armed, _final.factor, _final.params, _final.decay_armed, _final.decay)
+    _final.armed, _final.factor, _final.params = updates, None, params
+    _final.decay_armed = _final.decay = None
     out = _Final()
     try:
         yield out
-        out.factor = _final.factor
+        out.factor, out.decay = _final.factor, _final.decay
     finally:
-        _final.armed, _final.factor = prev
+        (_final.armed, _final.factor, _final.params, _final.decay_armed, _final.decay) = prev
+
+
+@contextlib.contextmanager
+def _arm_decay(updates: Tree | None) -> Iterator[None]:
+    """Arms ``updates`` for a deferred weight decay in the block (see :func:`_deferred_scale`)."""
+    prev = _final.decay_armed
+    _final.decay_armed = updates
+    try:
+        yield
+    finally:
+        _final.decay_armed = prev
 
 
 @contextlib.contextmanager
@@ -850,6 +874,19 @@ def add_scalar(tree: Tree, scalar: Scalar) -> Tree:
 def add_scale(tree_x: Tree, scalar: Scalar, tree_y: Tree) -> Tree:
     """``x + scalar * y`` (written into ``tree_y`` as ``y * scalar + x`` if it is donated, the
     form of ``torch.optim.SGD``'s momentum buffer)."""
+
+    if (
+        _final.decay_armed is not None
+        and tree_x is _final.decay_armed
+        and _final.params is not None
+        and tree_y is _final.params
+        and _final.factor is None
+        and _final.decay is None
+        and isinstance(scalar, int | float)
+        and not isinstance(scalar, bool)
+    ):
+        _final.decay = scalar  # applied by the caller (_deferred_scale)
+        return tree_x
 
     def kernel(b, xs, ys, inplace=None):
         s = _as_number(scalar) if inplace is not None else scalar

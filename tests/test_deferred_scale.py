@@ -83,6 +83,10 @@ def test_wrappers_keep_the_exact_marks():
     with_extra_args_support, _is_identity = base.with_extra_args_support, base._is_identity
     assert _is_identity(with_extra_args_support(otx.identity()))
     assert not _is_identity(with_extra_args_support(otx.scale(1.0)))
+    _scales_by_number = base._scales_by_number
+    assert _scales_by_number(with_extra_args_support(otx.scale(-0.1)))
+    assert not _scales_by_number(otx.scale(torch.tensor(0.1)))
+    assert not _scales_by_number(otx.chain(otx.scale(-0.1), otx.scale_by_adam()))
 
 
 @pytest.mark.parametrize("name", sorted(CHAINS))
@@ -158,3 +162,84 @@ def test_a_failing_step_leaves_nothing_armed():
     with pytest.raises(RuntimeError, match="boom"):
         opt.step()
     assert tree._final.armed is None and tree._final.factor is None
+
+
+DECAY_CHAINS = {
+    # (factory, the decay the adapter applies itself, or None)
+    "adamw": (lambda: otx.adamw(1e-2, weight_decay=0.1), 0.1),
+    "spelled_out": (
+        lambda: otx.chain(otx.scale_by_adam(), otx.add_decayed_weights(0.1), otx.scale(-1e-2)),
+        0.1,
+    ),
+    "nested_in_a_chain": (
+        lambda: otx.chain(otx.clip_by_global_norm(1.0), otx.adamw(1e-2, weight_decay=0.1)),
+        0.1,
+    ),
+    "no_final_scale": (lambda: otx.chain(otx.scale_by_adam(), otx.add_decayed_weights(0.1)), None),
+    "tensor_lr": (
+        lambda: otx.chain(
+            otx.scale_by_adam(),
+            otx.add_decayed_weights(0.1),
+            otx.scale(torch.tensor(-1e-2, dtype=torch.float64)),
+        ),
+        None,
+    ),
+    "scheduled_lr": (
+        lambda: otx.adamw(otx.linear_schedule(1e-2, 1e-3, 5), weight_decay=0.1),
+        None,
+    ),
+    "tensor_decay": (
+        lambda: otx.adamw(1e-2, weight_decay=torch.tensor(0.1, dtype=torch.float64)),
+        None,
+    ),
+    "scheduled_decay": (
+        lambda: otx.chain(
+            otx.scale_by_adam(),
+            otx.add_decayed_weights(otx.linear_schedule(0.1, 0.0, 5)),
+            otx.scale(-1e-2),
+        ),
+        None,
+    ),
+    "masked_decay": (
+        lambda: otx.adamw(1e-2, weight_decay=0.1, mask=[True, False, True]),
+        None,
+    ),
+    "decay_not_before_the_scale": (
+        lambda: otx.chain(otx.add_decayed_weights(0.1), otx.scale_by_adam(), otx.scale(-1e-2)),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECAY_CHAINS))
+def test_a_weight_decay_before_the_final_scale_is_left_to_the_parameter_update(name, monkeypatch):
+    """``adamw``'s tail (decay ``d``, then ``-lr``) is applied as ``p *= 1 - lr d`` and
+    ``p += -lr u`` (torch's AdamW, one pass less than adding ``d p`` to the updates) only when
+    the decay is a Python number on the parameters themselves and a ``scale`` by a Python number
+    follows it; the parameters follow the functional step either way."""
+    make, want = DECAY_CHAINS[name]
+    decays: list = []
+    apply = TorchOptimizer._apply_updates
+
+    def spy(params, updates, all_grad=False, alpha=1, decay=None):
+        decays.append(decay)
+        return apply(params, updates, all_grad, alpha, decay)
+
+    monkeypatch.setattr(TorchOptimizer, "_apply_updates", staticmethod(spy))
+    params = _params()
+    tx = make()
+    state = tx.init(params)
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = TorchOptimizer(ps, make())
+    for k in range(4):
+        grads = _grads(params, k)
+        updates, state = tx.update(grads, state, params)
+        params = otx.apply_updates(params, updates)
+        for p, g in zip(ps, grads):
+            p.grad = g.clone()
+        opt.step()
+        assert tree._final.decay_armed is None and tree._final.decay is None
+        assert tree._final.params is None
+    for p, q in zip(ps, params):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-13, atol=1e-15)
+    assert decays == [want] * 4, decays

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
+from optax_torch.base import _SCALES_BY_NUMBER as _SCALES_BY_NUMBER_MARK
 from optax_torch.base import (
     EmptyState,
     GradientTransformation,
@@ -56,6 +57,8 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         del params
         return tree.scale(step_size, updates), state
 
+    if isinstance(step_size, int | float) and not isinstance(step_size, bool):
+        setattr(update_fn, _SCALES_BY_NUMBER_MARK, True)
     return GradientTransformation(init_fn, update_fn)
 
 

@@ -555,9 +555,10 @@ class TorchOptimizer(Optimizer):
             if is_donation_safe(tx):
                 stack.enter_context(tree.donate(state, exclude=(grads, params)))
                 if _may_defer_scale(tx):
-                    deferred = stack.enter_context(tree._deferred_scale(grads))
+                    deferred = stack.enter_context(tree._deferred_scale(grads, params))
             updates, new_state = tx.update(grads, state, params, **extra_args)
         alpha = 1 if deferred is None or deferred.factor is None else deferred.factor
+        decay = None if deferred is None else deferred.decay
 
         new_leaves, spec = tree.flatten(new_state)
         if not all_grad:  # keep the old state where the gradient was None
@@ -575,19 +576,25 @@ class TorchOptimizer(Optimizer):
                 f"TorchOptimizer: the transform of param group {gi} returned updates that do "
                 "not match the list of parameters"
             )
-        self._apply_updates(params, updates, all_grad, alpha)
+        self._apply_updates(params, updates, all_grad, alpha, decay)
         return new_state, (new_leaves, spec)
 
     @staticmethod
-    def _apply_updates(params: list, updates, all_grad: bool = False, alpha: Any = 1) -> None:
+    def _apply_updates(
+        params: list, updates, all_grad: bool = False, alpha: Any = 1, decay: Any = None
+    ) -> None:
         """``param += alpha * update`` in place, one multi-tensor add (``None`` updates skip
-        their parameter; an update of another floating dtype is cast to the parameter's)."""
+        their parameter; an update of another floating dtype is cast to the parameter's). With
+        a deferred weight decay ``d``: ``param += alpha * (update + d * param)``, computed as
+        ``param *= 1 + alpha * d`` first (torch's AdamW)."""
         if all_grad and not tree._has_none(updates):
             ps, us = params, updates
         else:
             ps = [p for p, u in zip(params, updates) if u is not None]
             us = [u for u in updates if u is not None]
         if ps:
+            if decay is not None:
+                torch._foreach_mul_(list(ps), 1 + alpha * decay)
             tree._add_into(ps, list(us), alpha)
 
     def _write_back(self, slot: Slot, group, new_state, active, flat=None) -> None:
