@@ -468,6 +468,12 @@ _IDENTITY = "_optax_torch_identity"
 _SCALES_BY_NUMBER = "_optax_torch_scales_by_number"
 
 
+def _mark_scales_by_number(update_fn: Callable) -> Callable:
+    """Marks ``update_fn`` as that of a ``scale`` by a Python number."""
+    setattr(_unwrap(update_fn), _SCALES_BY_NUMBER, True)
+    return update_fn
+
+
 def _scales_by_number(tx: GradientTransformation) -> bool:
     """Whether ``tx`` is :func:`optax_torch.scale` by a Python number."""
     return bool(getattr(_unwrap(tx.update), _SCALES_BY_NUMBER, False))

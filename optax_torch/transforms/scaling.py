@@ -7,12 +7,12 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import _SCALES_BY_NUMBER as _SCALES_BY_NUMBER_MARK
 from optax_torch.base import (
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
     Schedule,
+    _mark_scales_by_number,
     consumes_updates,
     donation_safe,
     elementwise,
@@ -58,7 +58,7 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         return tree.scale(step_size, updates), state
 
     if isinstance(step_size, int | float) and not isinstance(step_size, bool):
-        setattr(update_fn, _SCALES_BY_NUMBER_MARK, True)
+        _mark_scales_by_number(update_fn)
     return GradientTransformation(init_fn, update_fn)
 
 
