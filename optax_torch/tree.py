@@ -426,6 +426,17 @@ def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor], alpha: float = 1) 
         torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=alpha)
 
 
+def _mul_into(xs: list[torch.Tensor], s: float) -> None:
+    """``xs *= s`` in place for a list of tensors (no ``None``), grouped as :func:`_add_into`."""
+    kinds = _kinds(xs)
+    if kinds is None:
+        if xs:
+            torch._foreach_mul_(xs, s)
+        return
+    for idx in kinds:
+        torch._foreach_mul_([xs[i] for i in idx], s)
+
+
 class _Donated(threading.local):
     ids: frozenset[int] = frozenset()  # donated state tensors (donate())
     fresh: frozenset[int] = frozenset()  # intermediate updates the running member may consume

@@ -594,7 +594,7 @@ class TorchOptimizer(Optimizer):
             us = [u for u in updates if u is not None]
         if ps:
             if decay is not None:
-                torch._foreach_mul_(list(ps), 1 + alpha * decay)
+                tree._mul_into(list(ps), 1 + alpha * decay)
             tree._add_into(ps, list(us), alpha)
 
     def _write_back(self, slot: Slot, group, new_state, active, flat=None) -> None:
