@@ -89,16 +89,15 @@ def test_wrappers_keep_the_exact_marks():
     assert not _scales_by_number(otx.chain(otx.scale(-0.1), otx.scale_by_adam()))
 
 
-@pytest.mark.parametrize("name", sorted(CHAINS))
-def test_adapter_follows_functional_step_and_defers_only_a_final_scale(name, monkeypatch):
-    make, alpha = CHAINS[name]
-    spy = _Spy(monkeypatch)
+def _adapter_follows_functional_step(make, steps=4):
+    """Runs ``TorchOptimizer(ps, make())`` and the functional ``make()`` side by side: the
+    parameters agree, the gradients are never written into, and nothing stays armed."""
     params = _params()
     tx = make()
     state = tx.init(params)
     ps = [torch.nn.Parameter(p.clone()) for p in params]
     opt = TorchOptimizer(ps, make())
-    for k in range(4):
+    for k in range(steps):
         grads = _grads(params, k)
         updates, state = tx.update(grads, state, params)
         params = otx.apply_updates(params, updates)
@@ -107,9 +106,18 @@ def test_adapter_follows_functional_step_and_defers_only_a_final_scale(name, mon
         opt.step()
         for p, g in zip(ps, grads):
             assert torch.equal(p.grad, g)  # the gradients are not written into
-        assert tree._final.armed is None and tree._final.factor is None
+        final = tree._final
+        assert final.armed is None and final.factor is None and final.params is None
+        assert final.decay_armed is None and final.decay is None
     for p, q in zip(ps, params):
         torch.testing.assert_close(p.detach(), q, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_adapter_follows_functional_step_and_defers_only_a_final_scale(name, monkeypatch):
+    make, alpha = CHAINS[name]
+    spy = _Spy(monkeypatch)
+    _adapter_follows_functional_step(make)
     assert spy.alphas and all(a == alpha for a in spy.alphas), spy.alphas
 
 
@@ -226,20 +234,5 @@ def test_a_weight_decay_before_the_final_scale_is_left_to_the_parameter_update(n
         return apply(params, updates, all_grad, alpha, decay)
 
     monkeypatch.setattr(TorchOptimizer, "_apply_updates", staticmethod(spy))
-    params = _params()
-    tx = make()
-    state = tx.init(params)
-    ps = [torch.nn.Parameter(p.clone()) for p in params]
-    opt = TorchOptimizer(ps, make())
-    for k in range(4):
-        grads = _grads(params, k)
-        updates, state = tx.update(grads, state, params)
-        params = otx.apply_updates(params, updates)
-        for p, g in zip(ps, grads):
-            p.grad = g.clone()
-        opt.step()
-        assert tree._final.decay_armed is None and tree._final.decay is None
-        assert tree._final.params is None
-    for p, q in zip(ps, params):
-        torch.testing.assert_close(p.detach(), q, rtol=1e-13, atol=1e-15)
+    _adapter_follows_functional_step(make)
     assert decays == [want] * 4, decays
