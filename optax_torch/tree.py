@@ -69,9 +69,11 @@ __all__ = [
     "full_like",
     "get",
     "get_all_with_path",
+    "leaf_norms",
     "leaves",
     "map",
     "map_params",
+    "map_scalars",
     "max",
     "maximum",
     "min",
@@ -1276,6 +1278,9 @@ def update_infinity_moment(updates: Tree, moments: Tree, decay: Scalar, eps: Sca
 # batch_shape, random_like) live in a private sibling module; they are part of this namespace.
 # Named access into states (get / set / get_all_with_path / map_params) lives in a private
 # sibling module that walks containers; it is part of this namespace.
+# Per-leaf norms and the scalar math on them (layer-wise methods) live in a private sibling
+# module; they are part of this namespace.
+from optax_torch._tree_blocks import leaf_norms, map_scalars  # noqa: E402
 from optax_torch._tree_named import get, get_all_with_path, map_params, set  # noqa: E402
 from optax_torch._tree_utils import (  # noqa: E402
     allclose,

@@ -15,7 +15,7 @@ from optax_torch.base import (
     donation_safe,
     elementwise,
 )
-from optax_torch.transforms.normalization import _like, unitwise_norm
+from optax_torch.transforms.normalization import _like, _root_sizes, unitwise_norm
 
 __all__ = [
     "AdaptiveGradClipState",
@@ -109,8 +109,8 @@ def clip_by_block_rms(threshold: Num) -> GradientTransformation:
     """
     _validate.check_non_negative("threshold", threshold)
 
-    def block_divisor(u: torch.Tensor) -> torch.Tensor:
-        rms = torch.sqrt(torch.mean(numerics.abs_sq(u)))
+    def divisor(norm: torch.Tensor, root_size: Num) -> torch.Tensor:
+        rms = norm / root_size  # elementwise: all blocks at once (tree.map_scalars)
         return torch.clamp(rms / _like(threshold, rms), min=1.0)
 
     def init_fn(params):
@@ -122,7 +122,8 @@ def clip_by_block_rms(threshold: Num) -> GradientTransformation:
     @_reuses_updates
     def update_fn(updates, state, params=None):
         del params
-        return tree.div(updates, tree.map(block_divisor, updates)), state
+        norms = tree.leaf_norms(updates)
+        return tree.div(updates, tree.map_scalars(divisor, norms, _root_sizes(updates))), state
 
     return GradientTransformation(init_fn, update_fn)
 

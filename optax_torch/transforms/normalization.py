@@ -47,19 +47,32 @@ def _like(s: Num, x: torch.Tensor) -> Num:
     return s
 
 
-def _safe_norm(x: torch.Tensor, min_norm: Num) -> torch.Tensor:
-    """``max(||x||_2, min_norm)`` (0-d, ``x``'s dtype); its gradient is zero, not NaN, at 0."""
-    norm = torch.linalg.vector_norm(x)
+def _is_tensor(x: object) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _clip_norm(norm: torch.Tensor, min_norm: Num) -> torch.Tensor:
+    """``max(norm, min_norm)`` (elementwise); its gradient is zero, not NaN, below the bound."""
     m = _like(min_norm, norm)
     return torch.where(norm <= m, m, norm)
 
 
-def _safe_rms(x: torch.Tensor, min_rms: Num) -> torch.Tensor:
-    """``max(sqrt(mean(|x|^2)), min_rms)`` (0-d, ``x``'s dtype); NaN-free gradient at 0."""
-    mean_sq = torch.mean(numerics.abs_sq(x))
-    m = _like(min_rms, mean_sq)
-    small = torch.sqrt(mean_sq.detach()) <= m
-    return torch.where(small, m, torch.sqrt(torch.where(small, torch.ones_like(mean_sq), mean_sq)))
+def _safe_norm(x: torch.Tensor, min_norm: Num) -> torch.Tensor:
+    """``max(||x||_2, min_norm)`` (0-d, ``x``'s dtype); its gradient is zero, not NaN, at 0."""
+    return _clip_norm(torch.linalg.vector_norm(x), min_norm)
+
+
+def _root_sizes(tree_: object) -> object:
+    """``sqrt(numel)`` of each leaf (Python numbers): a block's RMS is its norm over this."""
+    return tree.map(lambda x: x.numel() ** 0.5, tree_)
+
+
+def _factors_for(factors: object, updates: object) -> object:
+    """Per-block factors in the real dtype of their update blocks (a float64 parameter's
+    factor never promotes a float32 update)."""
+    if tree._same_dtypes(tree.leaves(factors), tree.leaves(updates)):
+        return factors
+    return tree.map(lambda f, u: _like(f, u), factors, updates)
 
 
 def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
@@ -89,8 +102,8 @@ def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_param_block_norm"))
-        factors = tree.map(lambda u, p: _like(_safe_norm(p, min_scale), u), updates, params)
-        return tree.mul(updates, factors), state
+        factors = tree.map_scalars(lambda n: _clip_norm(n, min_scale), tree.leaf_norms(params))
+        return tree.mul(updates, _factors_for(factors, updates)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -125,8 +138,12 @@ def scale_by_param_block_rms(min_scale: Num = 1e-3) -> GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_param_block_rms"))
-        factors = tree.map(lambda u, p: _like(_safe_rms(p, min_scale), u), updates, params)
-        return tree.mul(updates, factors), state
+        rms = tree.map_scalars(
+            lambda n, root_size: _clip_norm(n / root_size, min_scale),
+            tree.leaf_norms(params),
+            _root_sizes(params),
+        )
+        return tree.mul(updates, _factors_for(rms, updates)), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -158,7 +175,10 @@ def scale_by_trust_ratio(
     still moves with the raw update, and a zero update stays zero (no ``0/0``). With
     ``min_norm > 0`` the clipped norms are never zero and the ratio always applies.
 
-    The choice is a ``torch.where`` per leaf (traceable, no host synchronisation). Needs ``params``.
+    The choice is a ``torch.where`` (traceable, no host synchronisation). The norms of all
+    blocks are one multi-tensor norm per tree and the ratios one computation on the stacked norms
+    (:func:`optax_torch.tree.leaf_norms`, :func:`~optax_torch.tree.map_scalars`), not a dozen
+    kernels per block. Needs ``params``.
 
     Two keyword extensions give LARS / LARC as in NVIDIA apex and timm (``timm.optim.Lars``,
     ``Lamb``): with ``weight_decay`` :math:`\lambda`, the ratio of the *incoming* update is
@@ -206,26 +226,24 @@ def scale_by_trust_ratio(
     decays = not (isinstance(weight_decay, int | float) and weight_decay == 0)
     unscaled = isinstance(param_scale, int | float) and param_scale == 1.0
 
-    def block_ratio(u: torch.Tensor, p: torch.Tensor) -> Num:
-        """The block's trust ratio (0-d, in ``u``'s real dtype)."""
-        param_norm = _safe_norm(p if unscaled else p * param_scale, min_norm)
-        update_norm = _safe_norm(u, min_norm)
+    def ratio_of(update_norm: torch.Tensor, param_norm: torch.Tensor) -> torch.Tensor:
+        """The trust ratios from the blocks' norms (elementwise: for one block or stacked)."""
+        if not unscaled:  # the norm of param_scale * p
+            s = param_scale
+            param_norm = param_norm * (torch.abs(_like(s, param_norm)) if _is_tensor(s) else abs(s))
+        param_norm = _clip_norm(param_norm, min_norm)
+        update_norm = _clip_norm(update_norm, min_norm)
+        c, e = _like(trust_coefficient, param_norm), _like(eps, param_norm)
         if decays:
-            denom = update_norm + param_norm * _like(weight_decay, param_norm) + eps
-            ratio = trust_coefficient * param_norm / denom
+            denom = update_norm + param_norm * _like(weight_decay, param_norm) + e
+            ratio = c * param_norm / denom
         else:
-            ratio = trust_coefficient * param_norm / (update_norm + eps)
+            ratio = c * param_norm / (update_norm + e)
         zero_norm = (param_norm == 0.0) | (update_norm == 0.0)
         ratio = torch.where(zero_norm, torch.ones_like(ratio), ratio)
         if trust_clip is not None:
             ratio = torch.clamp(ratio / _like(trust_clip, ratio), max=1.0)
-        return _like(ratio, u)
-
-    def decayed(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        # torch.add with alpha: the decayed update as timm and apex compute it
-        if isinstance(weight_decay, torch.Tensor):
-            return u + _like(weight_decay, p) * p
-        return torch.add(u, p, alpha=weight_decay)
+        return ratio.to(update_norm.dtype)
 
     def init_fn(params):
         del params
@@ -238,9 +256,10 @@ def scale_by_trust_ratio(
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS.format("scale_by_trust_ratio"))
-        ratios = tree.map(block_ratio, updates, params)
-        if decays:
-            updates = tree.map(decayed, updates, params)
+        # one multi-tensor norm per tree, then the ratio math once on the stacked norms
+        ratios = tree.map_scalars(ratio_of, tree.leaf_norms(updates), tree.leaf_norms(params))
+        if decays:  # u + wd * p (torch.add with alpha, as timm and apex compute it)
+            updates = tree.add_scale(updates, weight_decay, params)
         return tree.mul(updates, ratios), state
 
     return GradientTransformation(init_fn, update_fn)
