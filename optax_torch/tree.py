@@ -80,6 +80,7 @@ __all__ = [
     "mul",
     "norm",
     "ones_like",
+    "pow",
     "random_like",
     "real",
     "scale",
@@ -964,6 +965,12 @@ def _div_scalar(a: Scalar, b: Scalar) -> Scalar:
     if _is_zero(a):
         return 0.0
     return a / b
+
+
+def pow(tree: Tree, exponent: builtins.float | int) -> Tree:
+    """Leafwise ``x ** exponent`` for a Python number ``exponent`` (``-0.5``: the reciprocal
+    square root, as ``x ** -0.5`` computes it)."""
+    return _apply(lambda b, xs: b.pow(xs, exponent), tree)
 
 
 def sqrt(tree: Tree) -> Tree:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -192,27 +192,34 @@ def scale_by_factored_rms(
             v=tree.unflatten(spec, [o[2] for o in outs]),
         )
 
-    def update_one(g, v_row, v_col, v, p, decay):
+    def update_factored(g, v_row, v_col, p, dims, decay, one_minus):
         dtype = p.dtype
         grad_sqr = numerics.abs_sq(g) + epsilon
-        placeholder = None if no_placeholders else p.new_zeros((1,))
-        dims = dims_of(p)
-        if dims is not None:
-            d1, d0 = dims
-            row_mean = grad_sqr.mean(dim=d0, keepdim=keepdims)
-            col_mean = grad_sqr.mean(dim=d1, keepdim=keepdims)
-            new_v_row = (decay * v_row + (1.0 - decay) * row_mean).to(dtype)
-            new_v_col = (decay * v_col + (1.0 - decay) * col_mean).to(dtype)
-            reduced_d1 = d1 if keepdims else (d1 - 1 if d1 > d0 else d1)
-            row_col_mean = new_v_row.mean(dim=reduced_d1, keepdim=True)
-            row_factor = (new_v_row / row_col_mean) ** -0.5
-            col_factor = new_v_col**-0.5
-            if not keepdims:
-                row_factor, col_factor = row_factor.unsqueeze(d0), col_factor.unsqueeze(d1)
-            update = g * row_factor * col_factor
-            return update, new_v_row, new_v_col, placeholder
-        new_v = (decay * v + (1.0 - decay) * grad_sqr).to(dtype)
-        return g * new_v**-0.5, placeholder, None if no_placeholders else p.new_zeros((1,)), new_v
+        d1, d0 = dims
+        row_mean = grad_sqr.mean(dim=d0, keepdim=keepdims)
+        col_mean = grad_sqr.mean(dim=d1, keepdim=keepdims)
+        new_v_row = (decay * v_row + one_minus * row_mean).to(dtype)
+        new_v_col = (decay * v_col + one_minus * col_mean).to(dtype)
+        reduced_d1 = d1 if keepdims else (d1 - 1 if d1 > d0 else d1)
+        row_col_mean = new_v_row.mean(dim=reduced_d1, keepdim=True)
+        row_factor = (new_v_row / row_col_mean) ** -0.5
+        col_factor = new_v_col**-0.5
+        if not keepdims:
+            row_factor, col_factor = row_factor.unsqueeze(d0), col_factor.unsqueeze(d1)
+        return g * row_factor * col_factor, new_v_row, new_v_col
+
+    def update_plain(gs, vs, ps, decay, one_minus):
+        """The unfactored leaves, as trees: one multi-tensor kernel per operation."""
+        grad_sqr = tree.add_scalar(tree.abs_sq(gs), epsilon)
+        new_v = tree.add(tree.scale(decay, vs), tree.scale(one_minus, grad_sqr))
+        new_v = tree.cast_like(new_v, ps)
+        return tree.mul(gs, tree.pow(new_v, -0.5)), new_v
+
+    def placeholder(old: torch.Tensor | None, p: torch.Tensor) -> torch.Tensor | None:
+        """A ``(1,)`` placeholder: the state's own one passed on (it is never written)."""
+        if no_placeholders:
+            return None
+        return old if old is not None and old.shape == (1,) else p.new_zeros((1,))
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -226,15 +233,34 @@ def scale_by_factored_rms(
         if beta2_cap is not None:
             cap = torch.as_tensor(beta2_cap, dtype=decay.dtype, device=decay.device)
             decay = torch.minimum(cap, decay)
+        one_minus = 1.0 - decay
         flat_g, spec = tree.flatten(updates)
         flat_r = tree.flatten(state.v_row)[0]
         flat_c = tree.flatten(state.v_col)[0]
         flat_v = tree.flatten(state.v)[0]
         flat_p = tree.flatten(params)[0]
-        outs = [
-            (None, None, None, None) if g is None or p is None else update_one(g, r, c, v, p, decay)
-            for g, r, c, v, p in zip(flat_g, flat_r, flat_c, flat_v, flat_p)
-        ]
+        outs: list[tuple[Any, Any, Any, Any]] = [(None, None, None, None)] * len(flat_g)
+        plain = []  # the leaves with a full second moment
+        for i, (g, r, c, v, p) in enumerate(zip(flat_g, flat_r, flat_c, flat_v, flat_p)):
+            if g is None or p is None:
+                continue
+            dims = dims_of(p)
+            if dims is None:
+                plain.append(i)
+            else:
+                u, new_r, new_c = update_factored(g, r, c, p, dims, decay, one_minus)
+                outs[i] = (u, new_r, new_c, placeholder(v, p))
+        if plain:
+            ups, new_vs = update_plain(
+                [flat_g[i] for i in plain],
+                [flat_v[i] for i in plain],
+                [flat_p[i] for i in plain],
+                decay,
+                one_minus,
+            )
+            for i, u, new_v in zip(plain, ups, new_vs):
+                p = flat_p[i]
+                outs[i] = (u, placeholder(flat_r[i], p), placeholder(flat_c[i], p), new_v)
         new_state = FactoredState(
             count=numerics.safe_increment(state.count),
             v_row=tree.unflatten(spec, [o[1] for o in outs]),

@@ -70,9 +70,10 @@ def _root_sizes(tree_: object) -> object:
 def _factors_for(factors: object, updates: object) -> object:
     """Per-block factors in the real dtype of their update blocks (a float64 parameter's
     factor never promotes a float32 update)."""
-    if tree._same_dtypes(tree.leaves(factors), tree.leaves(updates)):
-        return factors
-    return tree.map(lambda f, u: _like(f, u), factors, updates)
+    fs, us = tree.leaves(factors), tree.leaves(updates)
+    if len(fs) == len(us) and tree._same_dtypes(fs, us):
+        return factors  # (tree.mul gives None where an update is None)
+    return tree.map(lambda u, f: _like(f, u), updates, factors)
 
 
 def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
