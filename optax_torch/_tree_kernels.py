@@ -135,9 +135,19 @@ class _Foreach:
     def div_sqrt(xs, ys, eps, eps_root, divisor, x_scale, out=None):
         # Two fresh buffers (one if ``out``, a scratch buffer of ``ys``' dtype, is given for
         # large tensors); every other step works in place on them (nobody else sees them).
+        den = _Foreach.denominator(ys, eps, eps_root, divisor, x_scale, out)
+        if den is None:  # device-resident hyperparameters
+            return _PerLeaf.div_sqrt(xs, ys, eps, eps_root, divisor, x_scale)
+        return _div_into(xs, den)
+
+    @staticmethod
+    def denominator(ys, eps, eps_root, divisor, x_scale, out=None):
+        """``sqrt(y + eps_root) / (divisor * x_scale) + eps / x_scale``, the denominator of
+        :meth:`div_sqrt` (its quotient is ``x / den``), in a fresh buffer or ``out``; ``None``
+        where a hyperparameter is a tensor that is not a plain CPU scalar."""
         scalars = [_as_number(v) for v in (eps, eps_root, divisor, x_scale)]
-        if any(isinstance(v, torch.Tensor) for v in scalars):  # device-resident hyperparameters
-            return _PerLeaf.div_sqrt(xs, ys, *scalars)
+        if any(isinstance(v, torch.Tensor) for v in scalars):
+            return None
         eps, eps_root, divisor, x_scale = scalars
         if out is not None and builtins.sum(o.numel() for o in out) >= _LARGE * len(out):
             den = list(out)
@@ -157,7 +167,7 @@ class _Foreach:
             torch._foreach_div_(den, divisor * x_scale)
         if not _is_zero(eps):
             torch._foreach_add_(den, eps / x_scale)
-        return _div_into(xs, den)
+        return den
 
     @staticmethod
     def abs(xs):

@@ -479,13 +479,33 @@ def _scales_by_number(tx: GradientTransformation) -> bool:
     return bool(getattr(_unwrap(tx.update), _SCALES_BY_NUMBER, False))
 
 
+# On add_decayed_weights by a Python number, unmasked: armed inside the adapter's step it
+# always leaves its decay to the caller (tree._deferred_scale), passing its updates on as they
+# are.
+_DECAYS_BY_NUMBER = "_optax_torch_decays_by_number"
+# On a transformation whose output updates are the result of the one ``tree.div_sqrt`` of its
+# step, nothing done to them afterwards (Adam and its kin): a chain may arm it to leave that
+# quotient to the adapter's parameter update (tree._deferred_scale).
+_ENDS_IN_DIV_SQRT = "_optax_torch_ends_in_div_sqrt"
+
+
+def _mark(update_fn: Callable, mark: str) -> Callable:
+    """Sets the (private) ``mark`` on ``update_fn``; returns it."""
+    setattr(_unwrap(update_fn), mark, True)
+    return update_fn
+
+
+def _has_mark(tx: GradientTransformation, mark: str) -> bool:
+    return bool(getattr(_unwrap(tx.update), mark, False))
+
+
 def _copy_marks(tx: GradientTransformation, update_fn: Callable, identity: bool = False) -> None:
     """Gives ``update_fn`` the marks of ``tx.update`` on how it treats donated updates
     (:func:`consumes_updates`, :func:`_reuses_updates`, and with ``identity`` the marks of
-    :func:`identity` and of a scale by a number): for a wrapper, or a chain through its first
-    member."""
+    :func:`identity`, of a scale or decay by a number and of an output made by ``div_sqrt``):
+    for a wrapper, or a chain through its first member."""
     inner = _unwrap(tx.update)
-    exact = (_IDENTITY, _SCALES_BY_NUMBER) if identity else ()
+    exact = (_IDENTITY, _SCALES_BY_NUMBER, _DECAYS_BY_NUMBER, _ENDS_IN_DIV_SQRT) if identity else ()
     for mark in (_CONSUMES_UPDATES, _REUSES_UPDATES, *exact):
         if getattr(inner, mark, False):
             setattr(_unwrap(update_fn), mark, True)

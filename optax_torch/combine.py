@@ -7,12 +7,15 @@ from typing import Any, NamedTuple
 
 from optax_torch import tree
 from optax_torch.base import (
+    _DECAYS_BY_NUMBER,
+    _ENDS_IN_DIV_SQRT,
     GradientTransformation,
     GradientTransformationExtraArgs,
     OptState,
     PyTree,
     _copy_marks,
     _forwards_updates,
+    _has_mark,
     _is_identity,
     _may_defer_scale,
     _scales_by_number,
@@ -90,6 +93,7 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
                 tree._fresh_scope(given if consuming[i] else frozenset()),
                 tree._arm(armed),
                 tree._arm_decay(decay_armed),
+                tree._arm_quotient(final and i == quotient_to_arm),
             ):
                 out, new_s = t.update(updates, s, params, **extra_args)
             new_state.append(new_s)
@@ -124,6 +128,19 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         and _scales_by_number(transforms[last_to_arm])
         else None
     )
+    # The member whose output only deferred operations follow (the final scale, a deferred
+    # decay, identities) and is its one div_sqrt (Adam, RMSprop) may leave that quotient to the
+    # caller too (adamw: the parameter update is then one addcdiv_, as torch's).
+    quotient_to_arm = None
+    if last_to_arm >= 1 and _scales_by_number(transforms[last_to_arm]):
+        q = last_to_arm - 1
+        while q > 0 and (
+            _is_identity(transforms[q])
+            or (q == decay_to_arm and _has_mark(transforms[q], _DECAYS_BY_NUMBER))
+        ):
+            q -= 1
+        if _has_mark(transforms[q], _ENDS_IN_DIV_SQRT):
+            quotient_to_arm = q
     all_safe = all(is_donation_safe(t) for t in transforms)
     if all_safe:
         donation_safe(update_fn)

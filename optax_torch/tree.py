@@ -429,6 +429,17 @@ def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor], alpha: float = 1) 
         torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=alpha)
 
 
+def _addcdiv_into(
+    xs: list[torch.Tensor], ys: list[torch.Tensor], zs: list[torch.Tensor], alpha: float = 1
+) -> None:
+    """``xs += alpha * ys / zs`` in place (lists of tensors of one dtype, no ``None``), grouped
+    as :func:`_add_into`."""
+    kinds = _kinds(xs)
+    for idx in [list(range(len(xs)))] if kinds is None else kinds:
+        sub = (xs, ys, zs) if kinds is None else [[t[i] for i in idx] for t in (xs, ys, zs)]
+        torch._foreach_addcdiv_(*sub, value=alpha)
+
+
 def _mul_into(xs: list[torch.Tensor], s: float) -> None:
     """``xs *= s`` in place for a list of tensors (no ``None``), grouped as :func:`_add_into`."""
     kinds = _kinds(xs)
@@ -510,6 +521,8 @@ class _Final(threading.local):
     params: Any = None  # the parameters the caller adds the updates to, or None
     decay_armed: Any = None  # the updates tree whose weight decay may be deferred, or None
     decay: Any = None  # a deferred weight decay (a Python number) of those parameters, or None
+    quotient_armed: bool = False  # whether the next div_sqrt may leave its quotient to the caller
+    quotient: Any = None  # {id(den): numerator} of a deferred quotient, or None
 
 
 _final = _Final()
@@ -536,16 +549,28 @@ def _deferred_scale(updates: Tree, params: Tree = None) -> Iterator[_Final]:
     ``p * (1 + factor d) + factor u`` (torch's AdamW: ``p.mul_(1 - lr wd)`` and one update
     pass, where adding ``d p`` to the updates costs a pass more). :func:`optax_torch.chain` arms
     the member before its last only when that last member is a ``scale`` by a Python number,
-    which always defers."""
-    prev = (_final.armed, _final.factor, _final.params, _final.decay_armed, _final.decay)
+    which always defers.
+
+    And the quotient of an adaptive method may be left to the caller as well: where only such
+    deferred operations follow a member whose output is its last :func:`div_sqrt` (Adam), the
+    chain arms that member (:func:`_arm_quotient`), and its ``div_sqrt`` returns the
+    *denominator* tree and records ``quotient = {id(den): numerator}`` for each leaf it left
+    undivided (eager, plain CPU-scalar hyperparameters, numerator and denominator of one
+    dtype). The caller then adds ``factor * numerator / den`` to those parameters with one
+    ``addcdiv_`` (torch's ``param.addcdiv_(exp_avg, denom, value=-step_size)``), where
+    materialising the quotient costs two passes more."""
+    names = ("armed", "factor", "params", "decay_armed", "decay", "quotient_armed", "quotient")
+    prev = [getattr(_final, k) for k in names]
     _final.armed, _final.factor, _final.params = updates, None, params
-    _final.decay_armed = _final.decay = None
+    _final.decay_armed = _final.decay = _final.quotient = None
+    _final.quotient_armed = False
     out = _Final()
     try:
         yield out
-        out.factor, out.decay = _final.factor, _final.decay
+        out.factor, out.decay, out.quotient = _final.factor, _final.decay, _final.quotient
     finally:
-        (_final.armed, _final.factor, _final.params, _final.decay_armed, _final.decay) = prev
+        for k, v in zip(names, prev):
+            setattr(_final, k, v)
 
 
 @contextlib.contextmanager
@@ -557,6 +582,18 @@ def _arm_decay(updates: Tree | None) -> Iterator[None]:
         yield
     finally:
         _final.decay_armed = prev
+
+
+@contextlib.contextmanager
+def _arm_quotient(armed: bool) -> Iterator[None]:
+    """Arms (or disarms) the block's first :func:`div_sqrt` for a deferred quotient (see
+    :func:`_deferred_scale`); only inside a ``_deferred_scale`` block with parameters."""
+    prev = _final.quotient_armed
+    _final.quotient_armed = armed and _final.params is not None
+    try:
+        yield
+    finally:
+        _final.quotient_armed = prev
 
 
 @contextlib.contextmanager
@@ -943,15 +980,34 @@ def div_sqrt(
     """
     inv_sqrt_scale = _scalar_sqrt_inv(y_scale)
     eps_root = _div_scalar(eps_root, y_scale)
+    # armed by a chain inside the adapter's step: the quotient may be left to the parameter
+    # update (an addcdiv_), this call returning the denominators (_deferred_scale)
+    deferred: dict[int, torch.Tensor] | None = None
+    if _final.quotient_armed:
+        _final.quotient_armed = False  # (this call only)
+        if _final.quotient is None:
+            deferred = {}
 
     def kernel(b, xs, ys, *into_, inplace=None):
-        if inplace == 2 and _same_dtypes(ys, into_[0]):
-            return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale, out=into_[0])
+        out = into_[0] if inplace == 2 and _same_dtypes(ys, into_[0]) else None
+        if deferred is not None and b is _Foreach and _same_dtypes(xs, ys):
+            den = b.denominator(ys, eps, eps_root, inv_sqrt_scale, x_scale, out)
+            if den is not None:
+                deferred.update(zip(builtins.map(id, den), xs))
+                return den
+        if out is not None:
+            return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale, out=out)
         return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale)
 
     if into is None:
-        return _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"))
-    return _apply(kernel, tree_x, tree_y, into, names=("tree_x", "tree_y", "into"), consumable=2)
+        result = _apply(kernel, tree_x, tree_y, names=("tree_x", "tree_y"))
+    else:
+        result = _apply(
+            kernel, tree_x, tree_y, into, names=("tree_x", "tree_y", "into"), consumable=2
+        )
+    if deferred:
+        _final.quotient = deferred
+    return result
 
 
 def _scalar_sqrt_inv(s: Scalar) -> Scalar:

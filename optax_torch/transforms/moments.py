@@ -8,8 +8,10 @@ import torch
 
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
+    _ENDS_IN_DIV_SQRT,
     GradientTransformation,
     Updates,
+    _mark,
     _reuses_updates,
     donation_safe,
     elementwise,
@@ -173,6 +175,9 @@ def scale_by_adam(
         # (div_sqrt, or Nesterov's bias correction of the gradient). The RMS clip reads them
         # again afterwards.
         _reuses_updates(update_fn)
+        # Its output is its div_sqrt's: the adapter may compute that quotient in its parameter
+        # update (torch's addcdiv_; tree._deferred_scale).
+        _mark(update_fn, _ENDS_IN_DIV_SQRT)
     return GradientTransformation(init_fn, update_fn)
 
 
@@ -258,6 +263,8 @@ def scale_by_amsgrad(
         mu = tree.cast(mu, mu_dtype)
         return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)
 
+    if clipping_threshold is None:  # its output is its div_sqrt's (as scale_by_adam)
+        _mark(update_fn, _ENDS_IN_DIV_SQRT)
     return GradientTransformation(init_fn, update_fn)
 
 
@@ -413,6 +420,7 @@ def scale_by_rms(
             return updates, ScaleByRmsWithCountState(count=count_inc, nu=nu)
         return updates, ScaleByRmsState(nu=nu)
 
+    _mark(update_fn, _ENDS_IN_DIV_SQRT)  # (torch's RMSprop: addcdiv_(grad, avg); see Adam)
     return GradientTransformation(init_fn, update_fn)
 
 

@@ -9,9 +9,11 @@ import torch
 
 from optax_torch import _validate, numerics, tree
 from optax_torch.base import (
+    _DECAYS_BY_NUMBER,
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
+    _mark,
     consumes_updates,
     donation_safe,
     elementwise,
@@ -71,4 +73,6 @@ def add_decayed_weights(
     tx = GradientTransformation(init_fn, update_fn)
     if mask is not None:
         return masked(tx, mask)
+    if isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool):
+        _mark(update_fn, _DECAYS_BY_NUMBER)  # (always deferred when armed: tree.add_scale)
     return tx

@@ -559,6 +559,7 @@ class TorchOptimizer(Optimizer):
             updates, new_state = tx.update(grads, state, params, **extra_args)
         alpha = 1 if deferred is None or deferred.factor is None else deferred.factor
         decay = None if deferred is None else deferred.decay
+        quotient = None if deferred is None else deferred.quotient
 
         new_leaves, spec = tree.flatten(new_state)
         if not all_grad:  # keep the old state where the gradient was None
@@ -576,26 +577,41 @@ class TorchOptimizer(Optimizer):
                 f"TorchOptimizer: the transform of param group {gi} returned updates that do "
                 "not match the list of parameters"
             )
-        self._apply_updates(params, updates, all_grad, alpha, decay)
+        self._apply_updates(params, updates, all_grad, alpha, decay, quotient)
         return new_state, (new_leaves, spec)
 
     @staticmethod
     def _apply_updates(
-        params: list, updates, all_grad: bool = False, alpha: Any = 1, decay: Any = None
+        params: list,
+        updates,
+        all_grad: bool = False,
+        alpha: Any = 1,
+        decay: Any = None,
+        quotient: dict | None = None,
     ) -> None:
         """``param += alpha * update`` in place, one multi-tensor add (``None`` updates skip
         their parameter; an update of another floating dtype is cast to the parameter's). With
         a deferred weight decay ``d``: ``param += alpha * (update + d * param)``, computed as
-        ``param *= 1 + alpha * d`` first (torch's AdamW)."""
+        ``param *= 1 + alpha * d`` first (torch's AdamW). With a deferred quotient (``{id(den):
+        numerator}``, see ``tree._deferred_scale``) an update that is such a denominator adds
+        ``alpha * numerator / den`` (one ``addcdiv_``, torch's Adam)."""
         if all_grad and not tree._has_none(updates):
             ps, us = params, updates
         else:
             ps = [p for p, u in zip(params, updates) if u is not None]
             us = [u for u in updates if u is not None]
-        if ps:
-            if decay is not None:
-                tree._mul_into(list(ps), 1 + alpha * decay)
-            tree._add_into(ps, list(us), alpha)
+        if not ps:
+            return
+        if decay is not None and decay != 0:
+            tree._mul_into(list(ps), 1 + alpha * decay)
+        if quotient:
+            nums = [quotient.get(id(u)) for u in us]
+            if tree._has_none(nums) or not tree._same_dtypes(ps, us):  # (not all deferred)
+                us = [u if x is None else torch.div(x, u, out=u) for x, u in zip(nums, us)]
+            else:
+                tree._addcdiv_into(list(ps), nums, list(us), alpha)
+                return
+        tree._add_into(ps, list(us), alpha)
 
     def _write_back(self, slot: Slot, group, new_state, active, flat=None) -> None:
         """Keeps the new state (mirrored into ``.state`` when that is read) and shows the
