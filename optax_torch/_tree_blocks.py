@@ -36,13 +36,8 @@ def leaf_norms(tree: Tree, ord: int | float | str | None = 2) -> Tree:
         >>> ratios = otx.tree.map_scalars(lambda u, p: p / u, tree.leaf_norms(updates),
         ...                               tree.leaf_norms(params))
     """
-    if ord is None or ord == "fro":
-        ord = 2
-    if ord in ("inf", builtins.float("inf")):
-        ord = builtins.float("inf")
-    if ord not in (1, 2, builtins.float("inf")):
-        raise ValueError(f"leaf_norms: unsupported ord={ord!r}; use 1, 2 or inf")
-    return _tree._apply(lambda b, xs: b.norms(xs, ord), tree)
+    p = _tree._norm_ord(ord, "leaf_norms")
+    return _tree._apply(lambda b, xs: b.norms(xs, p), tree)
 
 
 def _stack_device(xs: list[Any]) -> torch.device | None:

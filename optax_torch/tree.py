@@ -1127,18 +1127,24 @@ def min(tree: Tree) -> torch.Tensor:
     return -_reduce_leaves([-x.min() for x in xs], "max")
 
 
+def _norm_ord(ord: int | float | str | None, who: str) -> int | float:
+    """``ord`` as 1, 2 or ``inf`` (``None`` and ``"fro"`` are 2); a ValueError naming ``who``."""
+    if ord is None or ord == "fro":
+        return 2
+    if ord in ("inf", builtins.float("inf")):
+        return builtins.float("inf")
+    if ord not in (1, 2):
+        raise ValueError(f"{who}: unsupported ord={ord!r}; use 1, 2 or inf")
+    return ord  # type: ignore[return-value]
+
+
 def norm(tree: Tree, ord: int | float | str | None = 2, squared: bool = False) -> torch.Tensor:
     """Norm of the tree seen as one flat vector: ``ord`` in ``{1, 2, inf}`` (``None`` = 2).
 
     ``squared=True`` returns the squared norm (only for ``ord=2``). Computed with one multi-tensor
     norm per (device, dtype) group in eager mode.
     """
-    if ord is None or ord == "fro":
-        ord = 2
-    if ord in ("inf", builtins.float("inf")):
-        ord = builtins.float("inf")
-    if ord not in (1, 2, builtins.float("inf")):
-        raise ValueError(f"norm: unsupported ord={ord!r}; use 1, 2 or inf")
+    ord = _norm_ord(ord, "norm")
     if squared and ord != 2:
         raise ValueError("norm: squared=True requires ord=2")
     xs = leaves(tree)
