@@ -988,13 +988,13 @@ def div_sqrt(
         if _final.quotient is None:
             deferred = {}
 
-    def kernel(b, xs, ys, *into_, inplace=None):
+    def kernel(b, xs, ys, *into_, inplace=None) -> list[Any]:
         out = into_[0] if inplace == 2 and _same_dtypes(ys, into_[0]) else None
         if deferred is not None and b is _Foreach and _same_dtypes(xs, ys):
             den = b.denominator(ys, eps, eps_root, inv_sqrt_scale, x_scale, out)
             if den is not None:
                 deferred.update(zip(builtins.map(id, den), xs))
-                return den
+                return list(den)
         if out is not None:
             return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale, out=out)
         return b.div_sqrt(xs, ys, eps, eps_root, inv_sqrt_scale, x_scale)

@@ -47,10 +47,6 @@ def _like(s: Num, x: torch.Tensor) -> Num:
     return s
 
 
-def _is_tensor(x: object) -> bool:
-    return isinstance(x, torch.Tensor)
-
-
 def _clip_norm(norm: torch.Tensor, min_norm: Num) -> torch.Tensor:
     """``max(norm, min_norm)`` (elementwise); its gradient is zero, not NaN, below the bound."""
     m = _like(min_norm, norm)
@@ -230,8 +226,7 @@ def scale_by_trust_ratio(
     def ratio_of(update_norm: torch.Tensor, param_norm: torch.Tensor) -> torch.Tensor:
         """The trust ratios from the blocks' norms (elementwise: for one block or stacked)."""
         if not unscaled:  # the norm of param_scale * p
-            s = param_scale
-            param_norm = param_norm * (torch.abs(_like(s, param_norm)) if _is_tensor(s) else abs(s))
+            param_norm = param_norm * abs(_like(param_scale, param_norm))
         param_norm = _clip_norm(param_norm, min_norm)
         update_norm = _clip_norm(update_norm, min_norm)
         c, e = _like(trust_coefficient, param_norm), _like(eps, param_norm)

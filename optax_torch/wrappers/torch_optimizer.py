@@ -19,7 +19,7 @@ import math
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch.optim.optimizer import Optimizer
@@ -609,7 +609,7 @@ class TorchOptimizer(Optimizer):
             if tree._has_none(nums) or not tree._same_dtypes(ps, us):  # (not all deferred)
                 us = [u if x is None else torch.div(x, u, out=u) for x, u in zip(nums, us)]
             else:
-                tree._addcdiv_into(list(ps), nums, list(us), alpha)
+                tree._addcdiv_into(list(ps), cast("list[torch.Tensor]", nums), list(us), alpha)
                 return
         tree._add_into(ps, list(us), alpha)
 
