@@ -33,8 +33,8 @@ def leaf_norms(tree: Tree, ord: int | float | str | None = 2) -> Tree:
     (whose gradient at a zero leaf is 0, not NaN). With :func:`map_scalars` this is the per-block
     statistic of layer-wise methods without a kernel per tensor::
 
-        >>> ratios = otx.tree.map_scalars(lambda u, p: p / u, tree.leaf_norms(updates),
-        ...                               tree.leaf_norms(params))
+        >>> ratios = otx.tree.map_scalars(
+        ...     lambda u, p: p / u, otx.tree.leaf_norms(updates), otx.tree.leaf_norms(params))
     """
     p = _tree._norm_ord(ord, "leaf_norms")
     return _tree._apply(lambda b, xs: b.norms(xs, p), tree)

@@ -470,13 +470,12 @@ _SCALES_BY_NUMBER = "_optax_torch_scales_by_number"
 
 def _mark_scales_by_number(update_fn: Callable) -> Callable:
     """Marks ``update_fn`` as that of a ``scale`` by a Python number."""
-    setattr(_unwrap(update_fn), _SCALES_BY_NUMBER, True)
-    return update_fn
+    return _mark(update_fn, _SCALES_BY_NUMBER)
 
 
 def _scales_by_number(tx: GradientTransformation) -> bool:
     """Whether ``tx`` is :func:`optax_torch.scale` by a Python number."""
-    return bool(getattr(_unwrap(tx.update), _SCALES_BY_NUMBER, False))
+    return _has_mark(tx, _SCALES_BY_NUMBER)
 
 
 # On add_decayed_weights by a Python number, unmasked: armed inside the adapter's step it
@@ -496,6 +495,7 @@ def _mark(update_fn: Callable, mark: str) -> Callable:
 
 
 def _has_mark(tx: GradientTransformation, mark: str) -> bool:
+    """Whether ``tx.update`` carries the (private) ``mark``."""
     return bool(getattr(_unwrap(tx.update), mark, False))
 
 

@@ -417,38 +417,40 @@ def _global(x: torch.Tensor) -> torch.Tensor:
     return d.redistribute(d.device_mesh, [Replicate()] * d.device_mesh.ndim).to_local()
 
 
-def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor], alpha: float = 1) -> None:
-    """``xs += alpha * ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel
-    per group of :func:`_groups` (an update of another float dtype is cast to the target's)."""
+def _by_kind(op: Callable[..., Any], xs: list[torch.Tensor], *others: Any, **kw: Any) -> None:
+    """Runs the in-place multi-tensor ``op(xs, *others, **kw)`` once, or once per kind where
+    ``xs`` mixes DTensors and tensors (:func:`_kinds`); ``others`` that are lists are split
+    alike, scalars passed on."""
     kinds = _kinds(xs)
     if kinds is None:
         if xs:
-            torch._foreach_add_(xs, ys, alpha=alpha)
+            op(xs, *others, **kw)
         return
     for idx in kinds:
-        torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=alpha)
+        op(
+            [xs[i] for i in idx],
+            *([o[i] for i in idx] if isinstance(o, list) else o for o in others),
+            **kw,
+        )
+
+
+def _add_into(xs: list[torch.Tensor], ys: list[torch.Tensor], alpha: float = 1) -> None:
+    """``xs += alpha * ys`` in place for lists of tensors (no ``None``), one multi-tensor kernel
+    per kind (:func:`_by_kind`; an update of another float dtype is cast to the target's)."""
+    _by_kind(torch._foreach_add_, xs, ys, alpha=alpha)
 
 
 def _addcdiv_into(
     xs: list[torch.Tensor], ys: list[torch.Tensor], zs: list[torch.Tensor], alpha: float = 1
 ) -> None:
-    """``xs += alpha * ys / zs`` in place (lists of tensors of one dtype, no ``None``), grouped
-    as :func:`_add_into`."""
-    kinds = _kinds(xs)
-    for idx in [list(range(len(xs)))] if kinds is None else kinds:
-        sub = (xs, ys, zs) if kinds is None else [[t[i] for i in idx] for t in (xs, ys, zs)]
-        torch._foreach_addcdiv_(*sub, value=alpha)
+    """``xs += alpha * ys / zs`` in place (lists of tensors of one dtype, no ``None``), one
+    multi-tensor kernel per kind (:func:`_by_kind`)."""
+    _by_kind(torch._foreach_addcdiv_, xs, ys, zs, value=alpha)
 
 
 def _mul_into(xs: list[torch.Tensor], s: float) -> None:
-    """``xs *= s`` in place for a list of tensors (no ``None``), grouped as :func:`_add_into`."""
-    kinds = _kinds(xs)
-    if kinds is None:
-        if xs:
-            torch._foreach_mul_(xs, s)
-        return
-    for idx in kinds:
-        torch._foreach_mul_([xs[i] for i in idx], s)
+    """``xs *= s`` in place for a list of tensors (no ``None``), one kernel per kind."""
+    _by_kind(torch._foreach_mul_, xs, s)
 
 
 class _Donated(threading.local):
@@ -1024,8 +1026,12 @@ def _div_scalar(a: Scalar, b: Scalar) -> Scalar:
 
 
 def pow(tree: Tree, exponent: builtins.float | int) -> Tree:
-    """Leafwise ``x ** exponent`` for a Python number ``exponent`` (``-0.5``: the reciprocal
-    square root, as ``x ** -0.5`` computes it)."""
+    r"""Leafwise ``x ** exponent`` for a Python number ``exponent`` (``-0.5``: the reciprocal
+    square root, as ``x ** -0.5`` computes it): one ``torch._foreach_pow`` per group in eager
+    mode. Adafactor's :math:`g\,v^{-1/2}` over its unfactored leaves::
+
+        >>> u = otx.tree.mul(grads, otx.tree.pow(v, -0.5))
+    """
     return _apply(lambda b, xs: b.pow(xs, exponent), tree)
 
 
