@@ -24,6 +24,8 @@ from optax_torch.base import (
     is_consuming_updates,
     is_donation_safe,
     is_elementwise,
+    is_leafwise,
+    leafwise,
     with_extra_args_support,
 )
 from optax_torch.transforms.masking import masked
@@ -148,6 +150,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         _copy_marks(transforms[0], update_fn)
     if all(is_elementwise(t) for t in transforms):
         elementwise(update_fn)
+    if all(is_leafwise(t) for t in transforms):
+        leafwise(update_fn)
     _forwards_updates(update_fn)
     # Each member keeps the state of None-gradient leaves itself.
     return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)

@@ -118,16 +118,13 @@ def compile_update(
     )
 
 
-def compiled_step_fn(**options: Any) -> Callable[..., tuple[Params, OptState]]:
-    """A compiled ``update_in_place(tx, grads, state, params, **extra_args)`` with a code object
-    of its own, so that its compile cache (and recompile limit) serves one caller, e.g. one
-    param group of a ``TorchOptimizer``; ``options`` go to ``torch.compile`` (defaults:
-    ``fullgraph=True, dynamic=False``)."""
+def compiled_step_fn(body: Callable = update_in_place, **options: Any) -> Callable[..., Any]:
+    """A compiled ``body`` (default ``update_in_place(tx, grads, state, params,
+    **extra_args)``) with a code object of its own, so that its compile cache (and recompile
+    limit) serves one caller, e.g. one param group of a ``TorchOptimizer``; ``options`` go to
+    ``torch.compile`` (defaults: ``fullgraph=True, dynamic=False``)."""
     fn = types.FunctionType(
-        update_in_place.__code__.replace(),
-        update_in_place.__globals__,
-        "update_in_place",
-        update_in_place.__defaults__,
+        body.__code__.replace(), body.__globals__, body.__name__, body.__defaults__
     )
     options = {"fullgraph": True, "dynamic": False, **options}
     return torch.compile(fn, **options)

@@ -283,11 +283,149 @@ def test_flat_choice_automatic_and_forced():
         _assert_models_close(m_c, m_e)
 
 
-def test_a_per_leaf_chain_compiles_one_tensor_per_parameter():
+def test_a_chain_neither_elementwise_nor_leafwise_compiles_one_tensor_per_parameter():
+    tx = otx.chain(otx.clip_by_global_norm(1.0), otx.lamb(1e-2, weight_decay=0.1))
+    assert not otx.is_elementwise(tx) and not otx.is_leafwise(tx)
     m_c, m_e = _model(), _model()
-    opt_c = TorchOptimizer(m_c.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1, compile=AOT)
-    opt_e = TorchOptimizer(m_e.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1)
+    opt_c = TorchOptimizer(m_c.parameters(), tx, compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), tx)
     _train(m_c, opt_c, steps=4)
     _train(m_e, opt_e, steps=4)
     assert opt_c._otx_slots[0].flat is None
+    _assert_models_close(m_c, m_e)
+
+
+# --------------------------------------------------------------------------------------------
+# Leafwise chains (per-leaf statistics) run vmap-ed on stacked buffers, one per shape
+# --------------------------------------------------------------------------------------------
+
+
+class _Stacks(torch.nn.Module):
+    """Three float32 layers of two shapes and a float64 one: five (dtype, shape) buckets of
+    matrices and vectors, two of them with several parameters."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.a = torch.nn.Linear(5, 6)
+        self.b = torch.nn.Linear(6, 6)
+        self.c = torch.nn.Linear(6, 6)
+        self.d = torch.nn.Linear(6, 3).double()
+
+    def forward(self, x):
+        h = torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x))))))
+        return self.d(h.double())
+
+
+def _train_stacks(model, opt, steps, skip=()):
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(4))
+    for i in range(steps):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        if i in skip:  # a step without one gradient runs eagerly on the views
+            model.b.bias.grad = None
+        opt.step()
+
+
+LEAFWISE = {
+    "lamb": (otx.lamb, {"lr": 1e-2, "weight_decay": 0.1}),
+    "adafactor": (otx.adafactor, {"lr": 1e-2, "min_dim_size_to_factor": 4}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEAFWISE))
+def test_stacked_buffers_follow_the_eager_step_and_keep_torch_layout(name):
+    factory, hp = LEAFWISE[name]
+    m_c, m_e = _Stacks(), _Stacks()
+    opt_c = TorchOptimizer(m_c.parameters(), factory, compile=AOT, **hp)
+    opt_e = TorchOptimizer(m_e.parameters(), factory, **hp)
+    _train_stacks(m_c, opt_c, 3)
+    _train_stacks(m_e, opt_e, 3)
+    slot = opt_c._otx_slots[0]
+    assert slot.flat is not None and slot.flat.stacked and slot.stack_ok
+    # float32 (6, 5), (6, 6) x2, (6,) x3; float64 (3, 6), (3,)
+    assert sorted(tuple(b.shape) for b in slot.flat.flat_params) == [
+        (1, 3),
+        (1, 3, 6),
+        (1, 6, 5),
+        (2, 6, 6),
+        (3, 6),
+    ]
+    stack = next(b for b in slot.flat.flat_params if b.shape == (2, 6, 6))
+    assert m_c.c.weight.data_ptr() == stack[1].data_ptr()  # the parameters live in the stack
+    key = "0.mu" if name == "lamb" else "0.v_row"
+    view = opt_c.state[m_c.c.weight][key]  # a view into the stacked state
+    assert view.untyped_storage().data_ptr() != m_c.c.weight.untyped_storage().data_ptr()
+    before = view.clone()
+    _train_stacks(m_c, opt_c, 3, skip=(1,))
+    _train_stacks(m_e, opt_e, 3, skip=(1,))
+    assert not torch.equal(opt_c.state[m_c.c.weight][key], before)
+    _assert_models_close(m_c, m_e)
+    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
+    for i in sd_e["state"]:
+        for k in sd_e["state"][i]:
+            torch.testing.assert_close(sd_c["state"][i][k], sd_e["state"][i][k])
+    # a checkpoint round trip mid-run, and a parameter re-pointed by the user
+    opt_c.load_state_dict(copy.deepcopy(sd_c))
+    m_c.a.weight.data = m_c.a.weight.data.clone()
+    _train_stacks(m_c, opt_c, 2)
+    _train_stacks(m_e, opt_e, 2)
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1
+
+
+def test_stacked_lamb_with_inductor_and_an_lr_scheduler():
+    m_c, m_e = _Stacks(), _Stacks()
+    opt_c = TorchOptimizer(m_c.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1, compile=True)
+    opt_e = TorchOptimizer(m_e.parameters(), otx.lamb, lr=1e-2, weight_decay=0.1)
+    s_c = torch.optim.lr_scheduler.StepLR(opt_c, 1, gamma=0.7)
+    s_e = torch.optim.lr_scheduler.StepLR(opt_e, 1, gamma=0.7)
+    for _ in range(4):
+        _train_stacks(m_c, opt_c, 1)
+        _train_stacks(m_e, opt_e, 1)
+        s_c.step()
+        s_e.step()
+    assert opt_c._otx_slots[0].flat.stacked
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1  # four learning rates, one graph
+
+
+def test_an_rms_clipped_adamw_compiles_per_leaf():
+    """timm's AdamW with ``clipping_threshold`` clips each leaf's RMS: on stacked buffers, as
+    eagerly (it was once marked element-wise, and its flat step clipped the whole group)."""
+    from optax_torch.compat.timm import AdamWLegacy
+
+    m_c, m_e = _Stacks(), _Stacks()
+    opt_c = AdamWLegacy(m_c.parameters(), lr=1e-1, clipping_threshold=0.5).compile_step(**AOT)
+    opt_e = AdamWLegacy(m_e.parameters(), lr=1e-1, clipping_threshold=0.5)
+    _train_stacks(m_c, opt_c, 4)
+    _train_stacks(m_e, opt_e, 4)
+    assert opt_c._otx_slots[0].flat.stacked
+    _assert_models_close(m_c, m_e)
+
+
+def _leafwise_noise():
+    """A leafwise transformation that ``vmap`` refuses (random numbers in its default
+    ``randomness="error"`` mode) but that compiles one tensor per parameter."""
+
+    def init(params):
+        return otx.EmptyState()
+
+    @otx.leafwise
+    def update(updates, state, params=None):
+        return [u + 0.0 * torch.randn_like(u) for u in updates], state
+
+    return otx.GradientTransformation(init, update)
+
+
+def test_a_stacked_step_that_fails_to_compile_falls_back_to_one_tensor_per_parameter():
+    tx = otx.chain(_leafwise_noise(), otx.sgd(0.1, momentum=0.9))
+    m_c, m_e = _Stacks(), _Stacks()
+    opt_c = TorchOptimizer(m_c.parameters(), tx, compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), otx.sgd, lr=0.1, momentum=0.9)
+    with pytest.warns(RuntimeWarning, match="failed to compile.*one tensor per parameter"):
+        _train_stacks(m_c, opt_c, 1)
+    _train_stacks(m_c, opt_c, 2)
+    _train_stacks(m_e, opt_e, 3)
+    assert opt_c._otx_slots[0].no_stack
     _assert_models_close(m_c, m_e)

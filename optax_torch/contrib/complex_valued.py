@@ -18,6 +18,8 @@ from optax_torch.base import (
     elementwise,
     is_donation_safe,
     is_elementwise,
+    is_leafwise,
+    leafwise,
     with_extra_args_support,
 )
 
@@ -223,6 +225,8 @@ def view_complex_as_real(inner: GradientTransformation) -> GradientTransformatio
         update_fn = donation_safe(update_fn)
     if is_elementwise(inner):  # real pairs of a flat complex buffer are still element-wise
         update_fn = elementwise(update_fn)
+    if is_leafwise(inner):
+        update_fn = leafwise(update_fn)
     # Real trees go to inner as given (complex ones as new views: inner then defers nothing).
     update_fn = _forwards_updates(update_fn)
     return GradientTransformationExtraArgs(init_fn, update_fn)

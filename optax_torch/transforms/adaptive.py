@@ -12,7 +12,7 @@ import torch
 
 from optax_torch import _validate as V
 from optax_torch import numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise
+from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise, leafwise
 from optax_torch.transforms.caution import _cautious
 from optax_torch.transforms.moments import ScaleByAdamState
 
@@ -554,6 +554,7 @@ def scale_by_lion(
     # Donation-safe: the old mu is read (into a fresh b1 * mu) before the update_moment that
     # replaces it (and never by an operation that could write into it).
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

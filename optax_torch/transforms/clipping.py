@@ -14,6 +14,7 @@ from optax_torch.base import (
     _reuses_updates,
     donation_safe,
     elementwise,
+    leafwise,
 )
 from optax_torch.transforms.normalization import _like, _root_sizes, unitwise_norm
 
@@ -49,6 +50,7 @@ def clip(max_delta: float | torch.Tensor) -> GradientTransformation:
         return ClipState()
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -118,6 +120,7 @@ def clip_by_block_rms(threshold: Num) -> GradientTransformation:
         return ClipByBlockRMSState()
 
     # divided in place when a chain donates the updates (one divisor per block, then one div)
+    @leafwise
     @donation_safe
     @_reuses_updates
     def update_fn(updates, state, params=None):

@@ -17,7 +17,7 @@ import torch
 
 from optax_torch import _validate as V
 from optax_torch import numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.base import GradientTransformation, Updates, donation_safe, leafwise
 
 __all__ = [
     "ScaleByAdafactorStepSizeState",
@@ -269,7 +269,7 @@ def scale_by_factored_rms(
         )
         return tree.unflatten(spec, [o[0] for o in outs]), new_state
 
-    return GradientTransformation(init_fn, donation_safe(update_fn))
+    return GradientTransformation(init_fn, leafwise(donation_safe(update_fn)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,6 +376,7 @@ def scale_by_factored_rms_torch(
             est = var
         return est.clamp(min=eps1 * eps1).rsqrt() * g, row, col, var
 
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -435,6 +436,7 @@ def scale_by_relative_step_size(max_step_size: Num = 1e-2) -> GradientTransforma
         del params
         return ScaleByRelativeStepSizeState(count=numerics.zero_count())
 
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -15,6 +15,7 @@ from optax_torch.base import (
     _reuses_updates,
     donation_safe,
     elementwise,
+    leafwise,
 )
 
 __all__ = [
@@ -128,7 +129,7 @@ def scale_by_adam(
             nu=tree.zeros_like(params, dtype=nu_dtype),
         )
 
-    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -170,6 +171,8 @@ def scale_by_adam(
         return updates, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
     if clipping_threshold is None:
+        # (The RMS clip is per leaf: leafwise, not element-wise.)
+        elementwise(update_fn)
         # The output may be written into the incoming updates when a chain donates them (Adam
         # after gradient clipping): they are read for the last time by the operation making it
         # (div_sqrt, or Nesterov's bias correction of the gradient). The RMS clip reads them
@@ -236,7 +239,7 @@ def scale_by_amsgrad(
             nu_max=tree.zeros_like(params),
         )
 
-    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -264,6 +267,7 @@ def scale_by_amsgrad(
         return updates, ScaleByAmsgradState(count=count_inc, mu=mu, nu=nu, nu_max=nu_max)
 
     if clipping_threshold is None:  # its output is its div_sqrt's (as scale_by_adam)
+        elementwise(update_fn)
         _mark(update_fn, _ENDS_IN_DIV_SQRT)
     return GradientTransformation(init_fn, update_fn)
 
@@ -406,6 +410,7 @@ def scale_by_rms(
         return ScaleByRmsState(nu=nu)
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -470,6 +475,7 @@ def scale_by_stddev(
         return ScaleByRStdDevState(mu=mu, nu=nu)
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -524,6 +530,7 @@ def scale_by_rss(
         return ScaleByRssState(sum_of_squares=tree.full_like(params, initial_accumulator_value))
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise
+from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise, leafwise
 
 __all__ = ["DampenedTraceState", "EmaState", "TraceState", "dampened_trace", "ema", "trace"]
 
@@ -57,6 +57,7 @@ def trace(
         return TraceState(trace=tree.zeros_like(params, dtype=accumulator_dtype))
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -117,6 +118,7 @@ def dampened_trace(
         )
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -21,6 +21,7 @@ from optax_torch.base import (
     donation_safe,
     elementwise,
     is_donation_safe,
+    leafwise,
     stateless,
     with_extra_args_support,
 )
@@ -215,6 +216,7 @@ def count_steps() -> GradientTransformation:
         return CountState(count=numerics.zero_count())
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import EmptyState, GradientTransformation, _reuses_updates, donation_safe
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    _reuses_updates,
+    donation_safe,
+    leafwise,
+)
 
 __all__ = [
     "ScaleByTrustRatioState",
@@ -94,6 +100,7 @@ def scale_by_param_block_norm(min_scale: Num = 1e-3) -> GradientTransformation:
         return EmptyState()
 
     # scaled in place when a chain donates the updates (one factor per block, then one mul)
+    @leafwise
     @donation_safe
     @_reuses_updates
     def update_fn(updates, state, params=None):
@@ -130,6 +137,7 @@ def scale_by_param_block_rms(min_scale: Num = 1e-3) -> GradientTransformation:
         return EmptyState()
 
     # scaled in place when a chain donates the updates (one factor per block, then one mul)
+    @leafwise
     @donation_safe
     @_reuses_updates
     def update_fn(updates, state, params=None):
@@ -247,6 +255,7 @@ def scale_by_trust_ratio(
 
     # The ratios are read from the incoming updates first; the scaled updates may then be
     # written into them (when a chain donates them: Lamb after its weight decay).
+    @leafwise
     @donation_safe
     @_reuses_updates
     def update_fn(updates, state, params=None):

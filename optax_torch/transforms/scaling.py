@@ -16,6 +16,7 @@ from optax_torch.base import (
     consumes_updates,
     donation_safe,
     elementwise,
+    leafwise,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ def scale(step_size: float | torch.Tensor) -> GradientTransformation:
         return ScaleState()
 
     @elementwise
+    @leafwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):
@@ -80,6 +82,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         return ScaleByScheduleState(count=numerics.zero_count())
 
     @elementwise
+    @leafwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):

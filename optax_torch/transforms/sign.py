@@ -8,7 +8,14 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, tree
-from optax_torch.base import EmptyState, GradientTransformation, Updates, donation_safe, elementwise
+from optax_torch.base import (
+    EmptyState,
+    GradientTransformation,
+    Updates,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 from optax_torch.transforms.normalization import _like
 
 __all__ = ["ScaleByRpropState", "scale_by_rprop", "scale_by_sign"]
@@ -34,6 +41,7 @@ def scale_by_sign() -> GradientTransformation:
         return EmptyState()
 
     @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -17,6 +17,7 @@ from optax_torch.base import (
     consumes_updates,
     donation_safe,
     elementwise,
+    leafwise,
 )
 from optax_torch.transforms.masking import masked
 
@@ -56,6 +57,7 @@ def add_decayed_weights(
         return AddDecayedWeightsState()
 
     @elementwise
+    @leafwise
     @consumes_updates
     @donation_safe
     def update_fn(updates, state, params=None):

@@ -16,6 +16,7 @@ second, once, and fuses the whole step into one pass over memory.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import defaultdict
 from typing import Any
@@ -87,35 +88,50 @@ def chosen(flat: bool | None, params: list[torch.Tensor]) -> bool:
 
 
 class FlatGroup:
-    """The parameters of one param group as views into one flat buffer per (device, dtype)."""
+    """The parameters of one param group as views into one flat buffer per (device, dtype),
+    or with ``stacked=True`` one ``(k, *shape)`` buffer per (device, dtype, shape) for the
+    ``k`` parameters of that shape (the compiled step of :func:`optax_torch.leafwise`
+    chains: one ``vmap``-ed step per buffer)."""
 
-    def __init__(self, params: list[torch.Tensor]):
-        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    def __init__(self, params: list[torch.Tensor], stacked: bool = False):
+        self.stacked = stacked
+        by_kind: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for j, p in enumerate(params):
-            by_kind[(p.device, p.dtype)].append(j)
+            by_kind[(p.device, p.dtype, tuple(p.shape)) if stacked else (p.device, p.dtype)].append(
+                j
+            )
         self.buckets: list[list[int]] = list(by_kind.values())
-        self.where: list[tuple[int, int, int]] = [(0, 0, 0)] * len(params)  # bucket, start, n
+        # bucket, and where in it: flat (start, numel); stacked (index, numel)
+        self.where: list[tuple[int, int, int]] = [(0, 0, 0)] * len(params)
         self.flat_params: list[torch.Tensor] = []
         self.flat_grads: list[torch.Tensor] = []
         self.grad_views: list[list[torch.Tensor]] = []
         self.shapes = [p.shape for p in params]
         with torch.no_grad():
             for b, idx in enumerate(self.buckets):
-                total = sum(params[j].numel() for j in idx)
                 first = params[idx[0]]
-                buf = torch.empty(total, dtype=first.dtype, device=first.device)
+                if stacked:
+                    size: tuple[int, ...] = (len(idx), *first.shape)
+                else:
+                    size = (sum(params[j].numel() for j in idx),)
+                buf = torch.empty(size, dtype=first.dtype, device=first.device)
                 _own(buf)
                 grads = torch.zeros_like(buf)
                 start = 0
                 views = []
-                for j in idx:
+                for i, j in enumerate(idx):
                     p, n = params[j], params[j].numel()
-                    self.where[j] = (b, start, n)
-                    view = buf[start : start + n].view(p.shape)
+                    if stacked:
+                        self.where[j] = (b, i, n)
+                        view, grad_view = buf[i], grads[i]
+                    else:
+                        self.where[j] = (b, start, n)
+                        view = buf[start : start + n].view(p.shape)
+                        grad_view = grads[start : start + n].view(p.shape)
+                        start += n
                     view.copy_(p)
                     p.data = view
-                    views.append(grads[start : start + n].view(p.shape))
-                    start += n
+                    views.append(grad_view)
                 self.flat_params.append(buf)
                 self.flat_grads.append(grads)
                 self.grad_views.append(views)
@@ -139,13 +155,18 @@ class FlatGroup:
     # ----------------------------------------------------------------------------------------
 
     def to_flat(self, state: OptState) -> OptState:
-        """The state over the flat buffers, from a state over the parameters (a copy)."""
+        """The state over the flat buffers, from a state over the parameters (a copy). Stacked:
+        each bucket's entries (of one shape, e.g. a factored moment's rows) stacked, or ``None``
+        where all are ``None``."""
         n = len(self.where)
 
         def join(xs: list[Any]) -> list[Any]:
             out = []
             for idx in self.buckets:
                 parts = [xs[j] for j in idx]
+                if self.stacked:
+                    out.append(_stack(parts))
+                    continue
                 if not all(
                     isinstance(x, torch.Tensor) and x.numel() == self.where[j][2]
                     for x, j in zip(parts, idx)
@@ -163,12 +184,35 @@ class FlatGroup:
             out = []
             for j, (b, start, n) in enumerate(self.where):
                 x = xs[b]
+                if self.stacked:
+                    if x is not None and not (
+                        isinstance(x, torch.Tensor) and x.dim() and len(x) == len(self.buckets[b])
+                    ):
+                        raise NotFlat
+                    out.append(None if x is None else x[start])
+                    continue
                 if not isinstance(x, torch.Tensor) or x.numel() != self.flat_params[b].numel():
                     raise NotFlat
                 out.append(x[start : start + n].view(self.shapes[j]))
             return out
 
         return _map_param_lists(flat_state, len(self.buckets), split)
+
+
+def _stack(parts: list[Any]) -> torch.Tensor | None:
+    """The state entries of one stacked bucket as one tensor (``None`` if all are ``None``)."""
+    if all(x is None for x in parts):
+        return None
+    first = parts[0]
+    if not all(
+        isinstance(x, torch.Tensor)
+        and x.shape == first.shape
+        and x.dtype == first.dtype
+        and x.device == first.device
+        for x in parts
+    ):
+        raise NotFlat
+    return torch.stack(parts)
 
 
 class NotFlat(Exception):
@@ -189,3 +233,116 @@ def _map_param_lists(node: Any, n: int, fn: Any) -> Any:
         items = {k: _map_param_lists(v, n, fn) for k, v in node.items()}
         return items if type(node) is dict else type(node)(items)
     return node
+
+
+# --------------------------------------------------------------------------------------------
+# The stacked step: one vmap-ed update per (device, dtype, shape) buffer
+# --------------------------------------------------------------------------------------------
+
+Path = tuple[Any, ...]
+
+
+def state_paths(flat_state: OptState, n: int) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The paths (container keys) in a state over ``n`` buffers of its per-buffer lists (the
+    lists ``_map_param_lists`` maps) and of its other tensors (shared by all leaves: a step
+    count, hyperparameters)."""
+    lists: list[Path] = []
+    shared: list[Path] = []
+
+    def walk(node: Any, path: Path) -> None:
+        if type(node) is list and len(node) == n:
+            lists.append(path)
+        elif isinstance(node, list | tuple):
+            for k, v in enumerate(node):
+                walk(v, (*path, k))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, torch.Tensor):
+            shared.append(path)
+
+    walk(flat_state, ())
+    return tuple(lists), tuple(shared)
+
+
+def _get(node: Any, path: Path) -> Any:
+    for k in path:
+        node = node[k]
+    return node
+
+
+def _set_many(node: Any, paths: tuple[Path, ...], values: list[Any]) -> Any:
+    """``node`` with the nodes at ``paths`` replaced by ``values`` (containers rebuilt)."""
+    if not paths:
+        return node
+    if paths[0] == ():
+        return values[0]
+    by_key: dict[Any, tuple[list[Path], list[Any]]] = {}
+    for path, value in zip(paths, values):
+        sub = by_key.setdefault(path[0], ([], []))
+        sub[0].append(path[1:])
+        sub[1].append(value)
+
+    def child(k: Any, v: Any) -> Any:
+        if k not in by_key:
+            return v
+        return _set_many(v, tuple(by_key[k][0]), by_key[k][1])
+
+    if _is_namedtuple(node):
+        return type(node)(*(child(k, v) for k, v in enumerate(node)))
+    if isinstance(node, list | tuple):
+        return type(node)(child(k, v) for k, v in enumerate(node))
+    items = {k: child(k, v) for k, v in node.items()}
+    return items if type(node) is dict else type(node)(items)
+
+
+def stacked_update_in_place(
+    tx: Any,
+    grads: list[torch.Tensor],
+    state: OptState,
+    params: list[torch.Tensor],
+    paths: tuple[tuple[Path, ...], tuple[Path, ...]],
+    barrier: bool = False,
+    **extra_args: Any,
+) -> None:
+    """One step of a :func:`optax_torch.leafwise` transformation on stacked buffers, written
+    into them: for each ``(k, *shape)`` buffer, ``tx.update`` on a one-leaf tree, ``vmap``-ed
+    over the ``k`` parameters (the shared state, e.g. the step count, is not batched and
+    evolves alike in every buffer: it is written back from the first). ``paths`` are
+    :func:`state_paths` of ``state``; ``barrier`` writes the new per-buffer state through an
+    opaque copy (works around an inductor bug, pytorch/pytorch#188228: an outer-loop-fused
+    kernel whose local buffer is a mutation output fails to compile)."""
+    from optax_torch._tree_kernels import _realize
+    from optax_torch.compiled import _writable
+
+    list_paths, shared_paths = paths
+    in_lists = [_get(state, path) for path in list_paths]
+
+    def one(g, p, mine, present):  # one parameter of a buffer, as a one-leaf tree
+        st = _set_many(state, list_paths, [[x] for x in mine])
+        updates, new_state = tx.update([g], st, [p], **extra_args)
+        new_mine = [_get(new_state, path)[0] for path, there in zip(list_paths, present) if there]
+        return updates[0], new_mine, [_get(new_state, path) for path in shared_paths]
+
+    results = []
+    with torch.no_grad():
+        for b in range(len(params)):
+            mine = [xs[b] for xs in in_lists]  # (None where the state has no entry)
+            present = [x is not None for x in mine]
+            dims = [0 if there else None for there in present]
+            step = torch.func.vmap(
+                functools.partial(one, present=present),
+                in_dims=(0, 0, dims),
+                out_dims=(0, 0, None),
+            )
+            results.append(step(grads[b], params[b], mine))
+        for b, (u, new_mine, _) in enumerate(results):
+            p = params[b]
+            p.add_(u.to(p.dtype) if u.dtype != p.dtype else u)
+            olds = [xs[b] for xs in in_lists if xs[b] is not None]
+            for old, new in zip(olds, new_mine):
+                old.copy_(_realize(new) if barrier and _realize is not None else new)
+        for path, new in zip(shared_paths, results[0][2]):
+            old = _get(state, path)
+            if old is not new:
+                _writable(old).copy_(_writable(new))

@@ -62,12 +62,19 @@ class Slot:
         self.flat: Any = None  # _flat.FlatGroup: the params in flat buffers (compiled step)
         self.flat_state: OptState | None = None  # the state over those buffers
         self.flat_views: OptState | None = None  # self.state as views into flat_state
+        # the stacked step (leafwise chains): its compiled function, whether it compiled (and
+        # with the opaque state write), or failed to (the group then runs per tensor)
+        self.stack_fn: Any = None
+        self.stack_ok = False
+        self.stack_barrier = False
+        self.no_stack = False
 
     def without_transform(self, keep_transform: bool = False) -> Slot:
         """A shallow copy without the compiled step and (unless ``keep_transform``) the cached
         transform: closures, rebuilt on the next step."""
         out = copy(self)
-        out.step_fn = None
+        out.step_fn = out.stack_fn = None
+        out.stack_ok = False
         out.flat = out.flat_state = out.flat_views = None  # rebuilt from .state
         if not keep_transform:
             out.tx_key, out.tx = None, None

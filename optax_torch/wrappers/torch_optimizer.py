@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
@@ -31,6 +32,7 @@ from optax_torch.base import (
     _share_code,
     is_donation_safe,
     is_elementwise,
+    is_leafwise,
     with_extra_args_support,
 )
 from optax_torch.compiled import compiled_step_fn
@@ -533,13 +535,61 @@ class TorchOptimizer(Optimizer):
         if slot.step_fn is None:
             slot.step_fn = compiled_step_fn(**(self._otx_compile or {}))
         flat_state = self._flat_state(slot, tx, params, state)
-        if flat_state is None:  # one tensor per parameter
-            slot.step_fn(tx, grads, state, params, **extra_args)  # writes params and state
-            return state
-        # one flat buffer per (device, dtype); .state holds views into it
-        flat_grads = slot.flat.load_grads(grads)
-        slot.step_fn(tx, flat_grads, flat_state, slot.flat.flat_params, **extra_args)
-        return slot.flat_views
+        if flat_state is not None and slot.flat.stacked:
+            # one (k, *shape) buffer per (device, dtype, shape), the step vmap-ed over each
+            flat_grads = slot.flat.load_grads(grads)
+            if self._run_stacked(slot, tx, flat_grads, flat_state, extra_args):
+                return slot.flat_views
+            state = slot.flat_views  # (the compile failed: one tensor per parameter instead)
+        elif flat_state is not None:
+            # one flat buffer per (device, dtype); .state holds views into it
+            flat_grads = slot.flat.load_grads(grads)
+            slot.step_fn(tx, flat_grads, flat_state, slot.flat.flat_params, **extra_args)
+            return slot.flat_views
+        slot.step_fn(tx, grads, state, params, **extra_args)  # one tensor per parameter
+        return state
+
+    def _run_stacked(self, slot: Slot, tx, grads, flat_state, extra_args) -> bool:
+        """The stacked step (see ``_flat.stacked_update_in_place``); ``False`` where it does not
+        compile: then the group runs one tensor per parameter from now on, with a warning."""
+        if slot.stack_fn is None:
+            slot.stack_fn = compiled_step_fn(
+                _flat.stacked_update_in_place, **(self._otx_compile or {})
+            )
+        paths = _flat.state_paths(flat_state, len(slot.flat.buckets))
+        if slot.stack_ok:
+            slot.stack_fn(
+                tx,
+                grads,
+                flat_state,
+                slot.flat.flat_params,
+                paths,
+                slot.stack_barrier,
+                **extra_args,
+            )
+            return True
+        # First call: compile errors (raised before anything runs) fall back, first to the
+        # stacked step with an opaque write of the state (inductor bug #188228), then to
+        # one tensor per parameter.
+        errors = []
+        for barrier in (False, True):
+            try:
+                slot.stack_fn(
+                    tx, grads, flat_state, slot.flat.flat_params, paths, barrier, **extra_args
+                )
+            except torch._dynamo.exc.TorchDynamoException as e:
+                errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+                continue
+            slot.stack_ok, slot.stack_barrier = True, barrier
+            return True
+        slot.no_stack = True
+        warnings.warn(
+            f"{type(self).__name__}: the compiled step on stacked buffers failed to compile "
+            f"({errors[-1]}); this param group compiles one tensor per parameter instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
 
     def _run_eager(self, gi: int, tx, params, grads, state, all_grad, extra_args):
         """The update, eagerly: ``tx.update`` on the donated state, then the updates added to
@@ -625,12 +675,18 @@ class TorchOptimizer(Optimizer):
     def _flat_state(self, slot: Slot, tx, params, state) -> Any:
         """The state over flat buffers for a compiled element-wise step (see ``_flat``), or
         ``None`` where the group runs one tensor per parameter."""
-        if self._otx_inject or not is_elementwise(tx) or not _flat.supported(params):
+        if self._otx_inject or not _flat.supported(params):
+            return None
+        if is_elementwise(tx):
+            stacked = False
+        elif is_leafwise(tx) and not slot.no_stack:
+            stacked = True
+        else:
             return None
         if not _flat.chosen(self._otx_flat, params):
             return None
-        if slot.flat is None or not slot.flat.holds(params):
-            slot.flat, slot.flat_views = _flat.FlatGroup(params), None
+        if slot.flat is None or slot.flat.stacked != stacked or not slot.flat.holds(params):
+            slot.flat, slot.flat_views = _flat.FlatGroup(params, stacked), None
         if slot.flat_views is not state:  # new, loaded, or replaced by an eager step
             try:
                 flat_state = slot.flat.to_flat(state)
@@ -741,7 +797,10 @@ class TorchOptimizer(Optimizer):
             entries = layout.saved_entries(saved_state, saved["params"])
             slot = Slot(len(params))
             if gi < len(self._otx_slots):  # keep the compiled step and the flat buffers
-                slot.step_fn, slot.flat = self._otx_slots[gi].step_fn, self._otx_slots[gi].flat
+                old = self._otx_slots[gi]
+                slot.step_fn, slot.flat = old.step_fn, old.flat
+                slot.stack_fn, slot.stack_ok = old.stack_fn, old.stack_ok
+                slot.stack_barrier, slot.no_stack = old.stack_barrier, old.no_stack
             new_slots.append(slot)
             new_groups.append(merged)
             if self._otx_factory is None:
