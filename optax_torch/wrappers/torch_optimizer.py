@@ -248,14 +248,20 @@ class TorchOptimizer(Optimizer):
         Adagrad, clipping, ...) run on one flat buffer per (device, dtype): the parameters are
         re-pointed into it at the first step and ``optimizer.state`` holds views of the flat
         state; they compile in seconds whatever the number of parameters, but each step first
-        copies the gradients into a flat gradient buffer. Other chains compile one tensor per
-        parameter, which takes minutes for hundreds of tensors (see ``docs/performance.md``).
+        copies the gradients into a flat gradient buffer. Chains marked
+        :func:`optax_torch.leafwise` and not element-wise (Lamb, Adafactor, ... : per-leaf
+        statistics) run on one stacked ``(k, *shape)`` buffer per (device, dtype, shape), the
+        step ``vmap``-ed over each: the graph has kernels per distinct shape, not per tensor
+        (should that graph fail to compile, the group warns and runs one tensor per parameter).
+        Other chains compile one tensor per parameter, which takes minutes for hundreds of
+        tensors (see ``docs/performance.md``).
 
         Args:
-          flat: for element-wise chains, ``True`` runs on flat buffers, ``False`` one tensor
-            per parameter; ``None`` (default) chooses per param group: one tensor per parameter
-            for a few large tensors (at most 16, of at least 2**20 elements on average: the
-            gradient copy would cost more than the compile time saved), flat buffers otherwise.
+          flat: for element-wise and leafwise chains, ``True`` runs on flat (stacked) buffers,
+            ``False`` one tensor per parameter; ``None`` (default) chooses per param group: one
+            tensor per parameter for a few large tensors (at most 16, of at least 2**20
+            elements on average: the gradient copy would cost more than the compile time
+            saved), flat (stacked) buffers otherwise.
           **options: for ``torch.compile``.
 
         Returns:
