@@ -455,7 +455,9 @@ def leafwise(update_fn: Callable) -> Callable:
     one stacked buffer per (device, dtype, shape): the parameters of one shape become slices
     of a ``(k, *shape)`` buffer and the step is ``vmap``-ed over them, so the compiled graph
     has kernels per distinct shape, not per tensor (a transformer's ~100 tensors have ~10
-    shapes). :func:`chain` is marked when all its members are.
+    shapes). :func:`chain` is marked when all its members are; a chain whose members are each
+    leafwise or :func:`elementwise` runs stacked too (the element-wise members on the stacked
+    buffers as they are, e.g. a global-norm clip before Lamb).
     """
     setattr(_unwrap(update_fn), _LEAFWISE, True)
     return update_fn

@@ -152,6 +152,8 @@ def chain(*args: GradientTransformation) -> GradientTransformationExtraArgs:
         elementwise(update_fn)
     if all(is_leafwise(t) for t in transforms):
         leafwise(update_fn)
+    # its members, for the compiled step on stacked buffers (wrappers/_flat.stacked_plan)
+    update_fn._optax_torch_members = tuple(transforms)
     _forwards_updates(update_fn)
     # Each member keeps the state of None-gradient leaves itself.
     return GradientTransformationExtraArgs._unwrapped(init_fn, update_fn)

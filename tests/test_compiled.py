@@ -283,9 +283,12 @@ def test_flat_choice_automatic_and_forced():
         _assert_models_close(m_c, m_e)
 
 
-def test_a_chain_neither_elementwise_nor_leafwise_compiles_one_tensor_per_parameter():
-    tx = otx.chain(otx.clip_by_global_norm(1.0), otx.lamb(1e-2, weight_decay=0.1))
+def test_a_masked_chain_compiles_one_tensor_per_parameter():
+    from optax_torch.wrappers import _flat
+
+    tx = otx.lamb(1e-2, weight_decay=0.1, mask=lambda p: [True] * len(p))
     assert not otx.is_elementwise(tx) and not otx.is_leafwise(tx)
+    assert _flat.stacked_plan(tx) is None
     m_c, m_e = _model(), _model()
     opt_c = TorchOptimizer(m_c.parameters(), tx, compile=AOT)
     opt_e = TorchOptimizer(m_e.parameters(), tx)
@@ -429,3 +432,28 @@ def test_a_stacked_step_that_fails_to_compile_falls_back_to_one_tensor_per_param
     _train_stacks(m_e, opt_e, 3)
     assert opt_c._otx_slots[0].no_stack
     _assert_models_close(m_c, m_e)
+
+
+def test_a_global_norm_before_leafwise_members_runs_on_the_stacked_buffers():
+    """``chain(clip_by_global_norm, lamb)`` is neither element-wise nor leafwise, but each member
+    is one or the other: the clip runs on the stacked buffers as they are (its global norm is
+    that of all parameters however they are packed), Lamb vmap-ed over each buffer."""
+    from optax_torch.wrappers import _flat
+
+    def tx():
+        return otx.chain(otx.clip_by_global_norm(0.05), otx.lamb(1e-2, weight_decay=0.1))
+
+    assert not otx.is_elementwise(tx()) and not otx.is_leafwise(tx())
+    plan = _flat.stacked_plan(tx())
+    assert plan is not None and [(kind, path) for kind, _, path, _ in plan] == [
+        ("elem", (0,)),
+        ("leaf", (1,)),
+    ]
+    m_c, m_e = _Stacks(), _Stacks()
+    opt_c = TorchOptimizer(m_c.parameters(), tx(), compile=AOT)
+    opt_e = TorchOptimizer(m_e.parameters(), tx())
+    _train_stacks(m_c, opt_c, 4, skip=(2,))
+    _train_stacks(m_e, opt_e, 4, skip=(2,))
+    assert opt_c._otx_slots[0].flat.stacked and opt_c._otx_slots[0].stack_ok
+    _assert_models_close(m_c, m_e)
+    assert _graphs() == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -296,53 +296,111 @@ def _set_many(node: Any, paths: tuple[Path, ...], values: list[Any]) -> Any:
     return items if type(node) is dict else type(node)(items)
 
 
+Segment = tuple[str, Any, Path, tuple[tuple[Path, ...], tuple[Path, ...]]]
+
+
+def stacked_plan(tx: Any, flat_state: OptState = None, n: int = 0) -> tuple[Segment, ...] | None:
+    """How the stacked step runs ``tx`` on ``n`` stacked buffers: its members in order, each
+    ``("leaf", member, state path, state_paths)`` (a :func:`optax_torch.leafwise` member,
+    ``vmap``-ed over each buffer) or ``("elem", member, state path, ((), ()))`` (an
+    :func:`optax_torch.elementwise` one, global norms included: run on the stacked buffers
+    as they are, since its result does not depend on how the parameters are packed). ``None``
+    if some member is neither (and no chain of such members). Without ``flat_state``: the
+    segments without their state paths (whether ``tx`` can run stacked)."""
+    from optax_torch.base import _unwrap, is_elementwise, is_leafwise
+
+    def plan(t: Any, path: Path) -> list[Segment] | None:
+        if is_leafwise(t):
+            paths = ((), ()) if flat_state is None else state_paths(_get(flat_state, path), n)
+            return [("leaf", t, path, paths)]
+        if is_elementwise(t):
+            return [("elem", t, path, ((), ()))]
+        members = getattr(_unwrap(t.update), _MEMBERS, None)
+        if members is None:
+            return None
+        out: list[Segment] = []
+        for i, m in enumerate(members):
+            sub = plan(m, (*path, i))
+            if sub is None:
+                return None
+            out += sub
+        return out
+
+    segments = plan(tx, ())
+    return None if segments is None else tuple(segments)
+
+
+_MEMBERS = "_optax_torch_members"  # (set by chain on its update: its members, in order)
+
+
 def stacked_update_in_place(
-    tx: Any,
     grads: list[torch.Tensor],
     state: OptState,
     params: list[torch.Tensor],
-    paths: tuple[tuple[Path, ...], tuple[Path, ...]],
+    plan: tuple[Segment, ...],
     barrier: bool = False,
     **extra_args: Any,
 ) -> None:
-    """One step of a :func:`optax_torch.leafwise` transformation on stacked buffers, written
-    into them: for each ``(k, *shape)`` buffer, ``tx.update`` on a one-leaf tree, ``vmap``-ed
-    over the ``k`` parameters (the shared state, e.g. the step count, is not batched and
-    evolves alike in every buffer: it is written back from the first). ``paths`` are
-    :func:`state_paths` of ``state``; ``barrier`` writes the new per-buffer state through an
-    opaque copy (works around an inductor bug, pytorch/pytorch#188228: an outer-loop-fused
-    kernel whose local buffer is a mutation output fails to compile)."""
+    """One step of a chain of :func:`optax_torch.leafwise` and :func:`optax_torch.elementwise`
+    members (:func:`stacked_plan`) on stacked buffers, written into them. A leafwise member
+    runs for each ``(k, *shape)`` buffer on a one-leaf tree, ``vmap``-ed over the ``k``
+    parameters (its shared state, e.g. the step count, is not batched and evolves alike in
+    every buffer: it is taken from the first); an element-wise one runs on the buffers as they
+    are. ``barrier`` writes the new state through an opaque copy (works around an inductor
+    bug, pytorch/pytorch#188228: an outer-loop-fused kernel whose local buffer is a mutation
+    output fails to compile)."""
+    from optax_torch import tree
     from optax_torch._tree_kernels import _realize
     from optax_torch.compiled import _writable
 
+    updates = list(grads)
+    new_states = []
+    with torch.no_grad():
+        for kind, member, path, paths in plan:
+            old = _get(state, path)
+            if kind == "elem":
+                updates, new = member.update(updates, old, params, **extra_args)
+            else:
+                updates, new = _vmapped(member, updates, old, params, paths, extra_args)
+            new_states.append((old, new))
+        for p, u in zip(params, updates):
+            p.add_(u.to(p.dtype) if u.dtype != p.dtype else u)
+        for old, new in new_states:
+            old_leaves, spec = tree.flatten(old)
+            new_leaves = tree._flatten_as(spec, new, "the new state")
+            for o, x in zip(old_leaves, new_leaves):
+                if isinstance(o, torch.Tensor) and o is not x:
+                    if barrier and _realize is not None:
+                        x = _realize(x)
+                    _writable(o).copy_(_writable(x))
+
+
+def _vmapped(member, updates, state, params, paths, extra_args):
+    """A leafwise ``member``'s update on stacked buffers: ``vmap``-ed over each."""
     list_paths, shared_paths = paths
     in_lists = [_get(state, path) for path in list_paths]
 
     def one(g, p, mine, present):  # one parameter of a buffer, as a one-leaf tree
         st = _set_many(state, list_paths, [[x] for x in mine])
-        updates, new_state = tx.update([g], st, [p], **extra_args)
+        out, new_state = member.update([g], st, [p], **extra_args)
         new_mine = [_get(new_state, path)[0] for path, there in zip(list_paths, present) if there]
-        return updates[0], new_mine, [_get(new_state, path) for path in shared_paths]
+        return out[0], new_mine, [_get(new_state, path) for path in shared_paths]
 
-    results = []
-    with torch.no_grad():
-        for b in range(len(params)):
-            mine = [xs[b] for xs in in_lists]  # (None where the state has no entry)
-            present = [x is not None for x in mine]
-            dims = [0 if there else None for there in present]
-            step = torch.func.vmap(
-                functools.partial(one, present=present),
-                in_dims=(0, 0, dims),
-                out_dims=(0, 0, None),
-            )
-            results.append(step(grads[b], params[b], mine))
-        for b, (u, new_mine, _) in enumerate(results):
-            p = params[b]
-            p.add_(u.to(p.dtype) if u.dtype != p.dtype else u)
-            olds = [xs[b] for xs in in_lists if xs[b] is not None]
-            for old, new in zip(olds, new_mine):
-                old.copy_(_realize(new) if barrier and _realize is not None else new)
-        for path, new in zip(shared_paths, results[0][2]):
-            old = _get(state, path)
-            if old is not new:
-                _writable(old).copy_(_writable(new))
+    outs, new_lists, shared = [], [[] for _ in list_paths], None
+    for b in range(len(params)):
+        mine = [xs[b] for xs in in_lists]  # (None where the state has no entry)
+        present = [x is not None for x in mine]
+        step = torch.func.vmap(
+            functools.partial(one, present=present),
+            in_dims=(0, 0, [0 if there else None for there in present]),
+            out_dims=cast(Any, (0, 0, None)),  # (the shared state is not batched)
+        )
+        u, new_mine, new_shared = step(updates[b], params[b], mine)
+        outs.append(u)
+        it = iter(new_mine)
+        for xs, there in zip(new_lists, present):
+            xs.append(next(it) if there else None)
+        if shared is None:
+            shared = new_shared
+    new_state = _set_many(state, (*list_paths, *shared_paths), [*new_lists, *(shared or [])])
+    return outs, new_state

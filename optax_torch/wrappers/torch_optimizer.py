@@ -32,7 +32,6 @@ from optax_torch.base import (
     _share_code,
     is_donation_safe,
     is_elementwise,
-    is_leafwise,
     with_extra_args_support,
 )
 from optax_torch.compiled import compiled_step_fn
@@ -252,7 +251,9 @@ class TorchOptimizer(Optimizer):
         :func:`optax_torch.leafwise` and not element-wise (Lamb, Adafactor, ... : per-leaf
         statistics) run on one stacked ``(k, *shape)`` buffer per (device, dtype, shape), the
         step ``vmap``-ed over each: the graph has kernels per distinct shape, not per tensor
-        (should that graph fail to compile, the group warns and runs one tensor per parameter).
+        (should that graph fail to compile, the group warns and runs one tensor per parameter);
+        so do chains whose members are each element-wise or leafwise (a global-norm clip
+        before Lamb).
         Other chains compile one tensor per parameter, which takes minutes for hundreds of
         tensors (see ``docs/performance.md``).
 
@@ -562,28 +563,22 @@ class TorchOptimizer(Optimizer):
             slot.stack_fn = compiled_step_fn(
                 _flat.stacked_update_in_place, **(self._otx_compile or {})
             )
-        paths = _flat.state_paths(flat_state, len(slot.flat.buckets))
+        plan = _flat.stacked_plan(tx, flat_state, len(slot.flat.buckets))
         if slot.stack_ok:
             slot.stack_fn(
-                tx,
-                grads,
-                flat_state,
-                slot.flat.flat_params,
-                paths,
-                slot.stack_barrier,
-                **extra_args,
+                grads, flat_state, slot.flat.flat_params, plan, slot.stack_barrier, **extra_args
             )
             return True
         # First call: compile errors (raised before anything runs) fall back, first to the
         # stacked step with an opaque write of the state (inductor bug #188228), then to
         # one tensor per parameter.
+        from torch._dynamo.exc import TorchDynamoException
+
         errors = []
         for barrier in (False, True):
             try:
-                slot.stack_fn(
-                    tx, grads, flat_state, slot.flat.flat_params, paths, barrier, **extra_args
-                )
-            except torch._dynamo.exc.TorchDynamoException as e:
+                slot.stack_fn(grads, flat_state, slot.flat.flat_params, plan, barrier, **extra_args)
+            except TorchDynamoException as e:
                 errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
                 continue
             slot.stack_ok, slot.stack_barrier = True, barrier
@@ -685,8 +680,8 @@ class TorchOptimizer(Optimizer):
             return None
         if is_elementwise(tx):
             stacked = False
-        elif is_leafwise(tx) and not slot.no_stack:
-            stacked = True
+        elif not slot.no_stack and _flat.stacked_plan(tx) is not None:
+            stacked = True  # leafwise (and element-wise) members
         else:
             return None
         if not _flat.chosen(self._otx_flat, params):
