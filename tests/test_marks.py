@@ -61,6 +61,28 @@ LEAFWISE = _marked(otx.is_leafwise)
 ELEMENTWISE = _marked(otx.is_elementwise)
 
 
+def _dropin_chains():
+    """``"<package>.<name>"`` -> a builder of the chain a drop-in runs for its param group."""
+    from tests.test_compiled_dropins import DROPINS, KWARGS, NOT_COMPILED
+
+    out = {}
+    for name, cls in sorted(DROPINS.items()):
+        if name in NOT_COMPILED:
+            continue
+
+        def build(cls=cls, name=name):
+            opt = cls([torch.zeros(1, requires_grad=True)], **KWARGS.get(name, {}))
+            return opt._call_factory(opt._group_hyperparams(opt.param_groups[0]))
+
+        out[name] = build
+    return out
+
+
+DROPIN_CHAINS = _dropin_chains()
+DROPIN_LEAFWISE = sorted(n for n, b in DROPIN_CHAINS.items() if otx.is_leafwise(b()))
+DROPIN_ELEMENTWISE = sorted(n for n, b in DROPIN_CHAINS.items() if otx.is_elementwise(b()))
+
+
 def test_the_marks_cover_the_optimizers_they_should():
     for name in ("adamw", "lamb", "adafactor", "sgd", "lion", "rmsprop"):
         assert name in LEAFWISE
@@ -73,33 +95,47 @@ def test_the_marks_cover_the_optimizers_they_should():
     assert not otx.is_leafwise(otx.adamw(1e-3, mask=lambda p: [True] * len(p)))
 
 
-@pytest.mark.parametrize("name", LEAFWISE)
-def test_leafwise_law(name):
-    entry = CATALOGUE[name]
-    extra = _extra(entry)
+def _leafwise_law(build, extra):
     params = _trees(0)
     grads = [_trees(1 + k) for k in range(STEPS)]
-    whole = _run(entry.build(), params, grads, extra)
+    whole = _run(build(), params, grads, extra)
     for i in range(len(SHAPES)):
-        alone = _run(entry.build(), [params[i]], [[g[i]] for g in grads], extra)
+        alone = _run(build(), [params[i]], [[g[i]] for g in grads], extra)
         for k in range(STEPS):
             torch.testing.assert_close(whole[k][i], alone[k][0], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ELEMENTWISE)
-def test_elementwise_law(name):
-    entry = CATALOGUE[name]
-    extra = _extra(entry)
+def _elementwise_law(build, extra):
     params = _trees(0)
     grads = [_trees(1 + k) for k in range(STEPS)]
-    whole = _run(entry.build(), params, grads, extra)
+    whole = _run(build(), params, grads, extra)
 
     def cat(xs):
         return [torch.cat([x.reshape(-1) for x in xs])]
 
-    flat = _run(entry.build(), cat(params), [cat(g) for g in grads], extra)
+    flat = _run(build(), cat(params), [cat(g) for g in grads], extra)
     for k in range(STEPS):
         torch.testing.assert_close(cat(whole[k])[0], flat[k][0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", LEAFWISE)
+def test_leafwise_law(name):
+    _leafwise_law(CATALOGUE[name].build, _extra(CATALOGUE[name]))
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_law(name):
+    _elementwise_law(CATALOGUE[name].build, _extra(CATALOGUE[name]))
+
+
+@pytest.mark.parametrize("name", DROPIN_LEAFWISE)
+def test_leafwise_law_of_dropin_chains(name):
+    _leafwise_law(DROPIN_CHAINS[name], {})
+
+
+@pytest.mark.parametrize("name", DROPIN_ELEMENTWISE)
+def test_elementwise_law_of_dropin_chains(name):
+    _elementwise_law(DROPIN_CHAINS[name], {})
 
 
 def test_an_rms_clipped_adam_is_leafwise_not_elementwise():

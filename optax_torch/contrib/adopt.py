@@ -12,6 +12,8 @@ from optax_torch.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     donation_safe,
+    elementwise,
+    leafwise,
 )
 from optax_torch.combine import chain
 from optax_torch.transforms import ScaleByAdamState, scale_by_learning_rate
@@ -94,6 +96,7 @@ def scale_by_adopt(
             nu=tree.zeros_like(params),
         )
 
+    @leafwise
     @donation_safe  # state.nu is read before (never after) the op that replaces it
     def update_fn(updates, state, params=None):
         if decay and params is None:
@@ -117,6 +120,8 @@ def scale_by_adopt(
         count_inc = numerics.safe_increment(state.count)
         return out, ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
+    if not caution:  # (the caution mask is rescaled per leaf)
+        elementwise(update_fn)
     return GradientTransformation(init_fn, update_fn)
 
 

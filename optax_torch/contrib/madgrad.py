@@ -14,6 +14,8 @@ from optax_torch.base import (
     ScalarOrSchedule,
     Updates,
     donation_safe,
+    elementwise,
+    leafwise,
 )
 from optax_torch.combine import chain
 from optax_torch.transforms import add_decayed_weights
@@ -100,6 +102,8 @@ def scale_by_madgrad(
             x0=tree.map(torch.clone, params) if keep_x0 else (),
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         if params is None:

@@ -12,7 +12,13 @@ import torch
 
 from optax_torch import _validate as V
 from optax_torch import numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise, leafwise
+from optax_torch.base import (
+    GradientTransformation,
+    Updates,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 from optax_torch.transforms.caution import _cautious
 from optax_torch.transforms.moments import ScaleByAdamState
 
@@ -101,6 +107,8 @@ def scale_by_adamax(
             nu=tree.zeros_like(params, dtype=nu_dtype),
         )
 
+    @elementwise
+    @leafwise
     def update_fn(updates, state, params=None):
         del params
         count_inc = numerics.safe_increment(state.count)
@@ -212,6 +220,8 @@ def scale_by_belief(
             return ScaleByBeliefAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return ScaleByBeliefState(count=count, mu=mu, nu=nu)
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -402,6 +412,8 @@ def scale_by_radam(
             nu=tree.zeros_like(params, dtype=nu_dtype),
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -476,6 +488,8 @@ def scale_by_adadelta(rho: Num = 0.9, eps: Num = 1e-6) -> GradientTransformation
             return tree.update_moment(g, m, rho, 2)
         return tree.update_moment_per_elem_norm(g, m, rho, 2)
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -677,6 +691,7 @@ def scale_by_adan(
         started = tree.map(lambda p: torch.zeros((), dtype=torch.bool, device=p.device), params)
         return ScaleByAdanLeafStartState(*state, started=started)
 
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
@@ -712,4 +727,6 @@ def scale_by_adan(
             return out, ScaleByAdanLeafStartState(*new_state, started=started)
         return out, new_state
 
+    if not caution:  # (the caution mask is rescaled per leaf)
+        elementwise(update_fn)
     return GradientTransformation(init_fn, update_fn)

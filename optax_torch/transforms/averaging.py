@@ -18,7 +18,13 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Params, donation_safe
+from optax_torch.base import (
+    GradientTransformation,
+    Params,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 
 __all__ = [
     "ParamsAverageState",
@@ -206,6 +212,8 @@ def polyak_average(
             ax=tree.zeros_like(params),
         )
 
+    @elementwise
+    @leafwise
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("polyak_average needs params: call update(updates, state, params)")

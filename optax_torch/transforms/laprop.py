@@ -7,7 +7,13 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.base import (
+    GradientTransformation,
+    Updates,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 
 __all__ = ["ScaleByLaPropState", "scale_by_laprop"]
 
@@ -75,6 +81,8 @@ def scale_by_laprop(
             nu_norm=zero.clone(),
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

@@ -342,6 +342,8 @@ def scale_by_nadam(
             nu=tree.zeros_like(params),
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

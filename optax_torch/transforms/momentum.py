@@ -7,7 +7,13 @@ from typing import Any, NamedTuple
 import torch
 
 from optax_torch import _validate, numerics, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe, elementwise, leafwise
+from optax_torch.base import (
+    GradientTransformation,
+    Updates,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 
 __all__ = ["DampenedTraceState", "EmaState", "TraceState", "dampened_trace", "ema", "trace"]
 
@@ -164,6 +170,8 @@ def ema(
             count=numerics.zero_count(), ema=tree.zeros_like(params, dtype=accumulator_dtype)
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

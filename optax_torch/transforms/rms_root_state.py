@@ -8,7 +8,13 @@ from typing import NamedTuple
 import torch
 
 from optax_torch import _validate, tree
-from optax_torch.base import GradientTransformation, Updates, donation_safe
+from optax_torch.base import (
+    GradientTransformation,
+    Updates,
+    donation_safe,
+    elementwise,
+    leafwise,
+)
 
 __all__ = ["ScaleByRmsRootStateState", "scale_by_rms_root_state"]
 
@@ -53,6 +59,8 @@ def scale_by_rms_root_state(decay: Num = 0.99, eps: Num = 1e-8) -> GradientTrans
     def init_fn(params):
         return ScaleByRmsRootStateState(nu=tree.zeros_like(params))
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params

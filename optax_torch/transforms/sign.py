@@ -174,6 +174,8 @@ def scale_by_rprop(
             step_sizes=tree.map(init_leaf, params), prev_updates=tree.zeros_like(params)
         )
 
+    @elementwise
+    @leafwise
     @donation_safe
     def update_fn(updates, state, params=None):
         del params
