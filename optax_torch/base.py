@@ -458,6 +458,17 @@ def leafwise(update_fn: Callable) -> Callable:
     shapes). :func:`chain` is marked when all its members are; a chain whose members are each
     leafwise or :func:`elementwise` runs stacked too (the element-wise members on the stacked
     buffers as they are, e.g. a global-norm clip before Lamb).
+
+    Example::
+
+        >>> def init_fn(params):
+        ...     return otx.EmptyState()
+        >>> @otx.leafwise  # each leaf divided by its own RMS: a per-leaf statistic
+        ... def update_fn(updates, state, params=None):
+        ...     return [u / u.square().mean().sqrt().clamp(min=1e-12) for u in updates], state
+        >>> tx = otx.GradientTransformation(init_fn, update_fn)
+        >>> otx.is_leafwise(tx), otx.is_elementwise(tx)
+        (True, False)
     """
     setattr(_unwrap(update_fn), _LEAFWISE, True)
     return update_fn

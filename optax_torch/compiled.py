@@ -50,16 +50,26 @@ def update_in_place(
     with torch.no_grad():
         updates, new_state = tx.update(grads, state, params, **extra_args)
         p_leaves, p_spec = tree.flatten(params)
-        u_leaves = tree._flatten_as(p_spec, updates, "updates")
-        for p, u in zip(p_leaves, u_leaves):
-            if u is not None and p is not None:
-                _writable(p).add_(_writable(u.to(p.dtype) if u.dtype != p.dtype else u))
-        old, spec = tree.flatten(state)
-        new = tree._flatten_as(spec, new_state, "the new state")
-        for o, n in zip(old, new):
-            if isinstance(o, torch.Tensor) and o is not n:
-                _writable(o).copy_(_writable(n))
+        _add_into(p_leaves, tree._flatten_as(p_spec, updates, "updates"))
+        _copy_into(state, new_state)
     return params, state
+
+
+def _add_into(params: list[Any], updates: list[Any]) -> None:
+    """``p += u`` in place for each pair (``None`` skips; ``u`` cast to ``p``'s dtype)."""
+    for p, u in zip(params, updates):
+        if u is not None and p is not None:
+            _writable(p).add_(_writable(u.to(p.dtype) if u.dtype != p.dtype else u))
+
+
+def _copy_into(state: OptState, new_state: OptState, through: Callable | None = None) -> None:
+    """Writes ``new_state`` (same structure) into the tensors of ``state``; a leaf returned
+    unchanged (the same tensor) is not copied. ``through`` maps each new leaf first."""
+    old, spec = tree.flatten(state)
+    new = tree._flatten_as(spec, new_state, "the new state")
+    for o, n in zip(old, new):
+        if isinstance(o, torch.Tensor) and o is not n:
+            _writable(o).copy_(_writable(n if through is None else through(n)))
 
 
 def _writable(x: torch.Tensor) -> torch.Tensor:

@@ -122,6 +122,23 @@ def _assert_models_close(a, b, **tol):
         torch.testing.assert_close(p, q, **tol)
 
 
+def _assert_state_dicts_close(opt_c, opt_e):
+    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
+    for i in sd_e["state"]:
+        for key in sd_e["state"][i]:
+            torch.testing.assert_close(sd_c["state"][i][key], sd_e["state"][i][key])
+
+
+def _round_trip_and_repoint(m_c, m_e, opt_c, opt_e, train):
+    """A checkpoint round trip mid-run and a parameter re-pointed by the user (``m_c.a``):
+    the compiled optimizer picks both up and still follows the eager one."""
+    opt_c.load_state_dict(copy.deepcopy(opt_c.state_dict()))
+    m_c.a.weight.data = m_c.a.weight.data.clone()
+    train(m_c, opt_c, 2)
+    train(m_e, opt_e, 2)
+    _assert_models_close(m_c, m_e)
+
+
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_adapter_compiled_follows_the_eager_adapter_under_an_lr_scheduler(backend):
     m_c, m_e = _model(), _model()
@@ -135,10 +152,7 @@ def test_adapter_compiled_follows_the_eager_adapter_under_an_lr_scheduler(backen
     _train(m_e, opt_e, s_e, skip=(3,))
     _assert_models_close(m_c, m_e)
     assert _graphs() == 1  # six learning rates, one graph
-    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
-    for i in sd_e["state"]:
-        for key in sd_e["state"][i]:
-            torch.testing.assert_close(sd_c["state"][i][key], sd_e["state"][i][key])
+    _assert_state_dicts_close(opt_c, opt_e)
 
 
 def test_drop_in_compile_step_equals_torch_optim():
@@ -248,16 +262,8 @@ def test_flat_buffers_follow_the_eager_step_and_keep_torch_layout():
     _train_mixed(m_e, opt_e, 3, skip=(1,))
     assert not torch.equal(opt_c.state[m_c.a.weight]["0.mu"], before)
     _assert_models_close(m_c, m_e)
-    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
-    for i in sd_e["state"]:
-        for key in sd_e["state"][i]:
-            torch.testing.assert_close(sd_c["state"][i][key], sd_e["state"][i][key])
-    # a checkpoint round trip mid-run, and a parameter re-pointed by the user
-    opt_c.load_state_dict(copy.deepcopy(sd_c))
-    m_c.a.weight.data = m_c.a.weight.data.clone()
-    _train_mixed(m_c, opt_c, 2)
-    _train_mixed(m_e, opt_e, 2)
-    _assert_models_close(m_c, m_e)
+    _assert_state_dicts_close(opt_c, opt_e)
+    _round_trip_and_repoint(m_c, m_e, opt_c, opt_e, _train_mixed)
     assert _graphs() == 1
 
 
@@ -364,16 +370,8 @@ def test_stacked_buffers_follow_the_eager_step_and_keep_torch_layout(name):
     _train_stacks(m_e, opt_e, 3, skip=(1,))
     assert not torch.equal(opt_c.state[m_c.c.weight][key], before)
     _assert_models_close(m_c, m_e)
-    sd_c, sd_e = opt_c.state_dict(), opt_e.state_dict()
-    for i in sd_e["state"]:
-        for k in sd_e["state"][i]:
-            torch.testing.assert_close(sd_c["state"][i][k], sd_e["state"][i][k])
-    # a checkpoint round trip mid-run, and a parameter re-pointed by the user
-    opt_c.load_state_dict(copy.deepcopy(sd_c))
-    m_c.a.weight.data = m_c.a.weight.data.clone()
-    _train_stacks(m_c, opt_c, 2)
-    _train_stacks(m_e, opt_e, 2)
-    _assert_models_close(m_c, m_e)
+    _assert_state_dicts_close(opt_c, opt_e)
+    _round_trip_and_repoint(m_c, m_e, opt_c, opt_e, _train_stacks)
     assert _graphs() == 1
 
 

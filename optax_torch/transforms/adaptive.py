@@ -727,6 +727,6 @@ def scale_by_adan(
             return out, ScaleByAdanLeafStartState(*new_state, started=started)
         return out, new_state
 
-    if not caution:  # (the caution mask is rescaled per leaf)
+    if not caution and not per_leaf_start:  # (a rescaled mask, flags: per leaf)
         elementwise(update_fn)
     return GradientTransformation(init_fn, update_fn)

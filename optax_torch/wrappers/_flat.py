@@ -349,9 +349,8 @@ def stacked_update_in_place(
     are. ``barrier`` writes the new state through an opaque copy (works around an inductor
     bug, pytorch/pytorch#188228: an outer-loop-fused kernel whose local buffer is a mutation
     output fails to compile)."""
-    from optax_torch import tree
     from optax_torch._tree_kernels import _realize
-    from optax_torch.compiled import _writable
+    from optax_torch.compiled import _add_into, _copy_into
 
     updates = list(grads)
     new_states = []
@@ -363,16 +362,10 @@ def stacked_update_in_place(
             else:
                 updates, new = _vmapped(member, updates, old, params, paths, extra_args)
             new_states.append((old, new))
-        for p, u in zip(params, updates):
-            p.add_(u.to(p.dtype) if u.dtype != p.dtype else u)
+        _add_into(params, updates)
+        through = _realize if barrier else None
         for old, new in new_states:
-            old_leaves, spec = tree.flatten(old)
-            new_leaves = tree._flatten_as(spec, new, "the new state")
-            for o, x in zip(old_leaves, new_leaves):
-                if isinstance(o, torch.Tensor) and o is not x:
-                    if barrier and _realize is not None:
-                        x = _realize(x)
-                    _writable(o).copy_(_writable(x))
+            _copy_into(old, new, through)
 
 
 def _vmapped(member, updates, state, params, paths, extra_args):
